@@ -1,0 +1,110 @@
+# tinyTorch-C - GNU Make build.
+#
+#   make              libtinytorch.a and the examples (optimised, -O2)
+#   make check        build and run every Check suite in tests/
+#   make debug        the same with -O0 -g3 into build-debug/ (for gdb)
+#   make sanitize     run the tests under ASan + UBSan (build-sanitize/)
+#   make valgrind     run the tests under valgrind memcheck
+#   make bench        benchmarks (bench/)
+#   make install PREFIX=/usr/local
+#
+# Switches: OPENMP=0 (no OpenMP), CC=clang, BUILD=dir.
+
+CC      ?= cc
+OPENMP  ?= 1
+BUILD   ?= build
+PREFIX  ?= /usr/local
+OPT     ?= -O2
+# -std=c11 (not gnu11) also means -ffp-contract=off in gcc: no silent FMA contraction,
+# so the same source gives the same floats everywhere. Kernels that want FMA ask for it.
+CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wno-unused-parameter \
+             -ffp-contract=off -fno-math-errno $(OPT) -g -MMD -MP $(EXTRA_CFLAGS)
+ifeq ($(OPENMP),1)
+  CFLAGS_ALL += -fopenmp
+  LDLIBS_OMP  = -fopenmp
+endif
+LDLIBS = $(LDLIBS_OMP) -lm
+
+LIB_SRC  := $(wildcard tinytorch/*.c tinytorch/*/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libtinytorch.a
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_LIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/%.o)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread)
+
+# Example programs: examples/<dir>/<prog>.c files that define main(); other .c files in
+# the same directory (listed in <dir>_COMMON) are linked into each of that dir's programs.
+EXAMPLE_MAINS := $(shell grep -l '^int main' examples/*/*.c 2>/dev/null)
+EXAMPLE_BIN   := $(foreach f,$(EXAMPLE_MAINS),$(BUILD)/$(basename $(f)))
+
+.SECONDARY:
+.PHONY: all lib examples check debug sanitize valgrind bench install clean tests
+all: lib examples
+
+lib: $(LIB)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itinytorch -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -Itinytorch -Itests -c $< -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_LIB_OBJ) $(LIB)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+# every non-main .c in an example directory is shared by that directory's programs
+example_common = $(filter-out $(EXAMPLE_MAINS),$(wildcard $(dir $(1))*.c))
+.SECONDEXPANSION:
+$(BUILD)/examples/%: examples/%.c $$(patsubst %.c,$(BUILD)/%.o,$$(call example_common,examples/%.c)) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itinytorch -o $@ $< $(filter %.o,$^) $(LIB) $(LDLIBS)
+
+examples: $(EXAMPLE_BIN)
+
+tests: $(TEST_BIN)
+
+# Each suite is its own program; run them all, fail if any fails.
+check: lib examples $(TEST_BIN)
+	@fail=0; for t in $(TEST_BIN); do \
+	  echo "== $$t"; TT_BUILD=$(BUILD) $(TEST_ENV) $$t || fail=1; \
+	done; \
+	if [ $$fail -ne 0 ]; then echo "make check: FAILED"; exit 1; fi; \
+	echo "make check: all suites passed"
+
+debug:
+	$(MAKE) BUILD=build-debug OPT="-O0 -g3" all tests
+
+sanitize:
+	$(MAKE) BUILD=build-sanitize OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDLIBS_OMP="-fopenmp -fsanitize=address,undefined" \
+	  TEST_ENV="ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1" check
+
+valgrind:
+	$(MAKE) BUILD=build-valgrind OPT="-O1" OPENMP=0 \
+	  TEST_ENV="CK_FORK=no valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" check
+
+bench: lib examples
+	@$(MAKE) -C bench BUILD=../$(BUILD) 2>/dev/null || echo "bench: see bench/README.md"
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/tinytorch $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	cd tinytorch && for h in $$(find . -name '*.h' ! -name internal.h); do \
+	  install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/tinytorch/$$h; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@OMP@|$(LDLIBS_OMP)|' tinytorch.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tinytorch.pc
+
+clean:
+	rm -rf build build-debug build-sanitize build-valgrind
+
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d)

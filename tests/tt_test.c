@@ -1,0 +1,55 @@
+/* tt_test.c - implementation of the shared test helpers. */
+#include "tt_test.h"
+
+#include <math.h>
+
+jmp_buf tt_test_jmp;
+char tt_test_msg[1024];
+
+static void jump_handler(const char *message, void *user) {
+    (void)user;
+    snprintf(tt_test_msg, sizeof tt_test_msg, "%s", message);
+    longjmp(tt_test_jmp, 1);
+}
+
+void tt_test_catch_errors(void) { tt_set_error_handler(jump_handler, NULL); }
+void tt_test_release_errors(void) { tt_set_error_handler(NULL, NULL); }
+
+void tt_test_gradcheck(const char *op, tt_gradcheck_fn f, void *user, int n,
+                       tt_tensor *const *inputs, const tt_gradcheck_opts *opts) {
+    tt_gradcheck_report r;
+    bool ok = tt_gradcheck(f, user, n, inputs, opts, &r);
+    tt_gradcheck_print(stdout, op, &r);
+    ck_assert_msg(ok, "gradcheck of %s failed: input %d[%zu] analytic %g numeric %g", op,
+                  r.worst_input, r.worst_index, r.analytic, r.numeric);
+
+    tt_debug_mutate_backward(op, 1.01f);
+    bool mutated_ok = tt_gradcheck(f, user, n, inputs, opts, &r);
+    tt_debug_mutate_backward(NULL, 1.0f);
+    char label[96];
+    snprintf(label, sizeof label, "%s (x1.01)", op);
+    tt_gradcheck_print(stdout, label, &r);
+    ck_assert_msg(!mutated_ok, "gradcheck did not notice the backward of %s scaled by 1.01", op);
+    tt_tape_reset();
+}
+
+tt_tensor *tt_test_param(int ndim, const int *shape, float lo, float hi) {
+    return tt_set_requires_grad(tt_rand_uniform(ndim, shape, lo, hi), true);
+}
+
+tt_tensor *tt_test_param_away0(int ndim, const int *shape) {
+    tt_tensor *t = tt_test_param(ndim, shape, 0.1f, 1.0f);
+    tt_rng *r = tt_rng_global();
+    for (size_t i = 0; i < t->size; i++)
+        if (tt_rng_uniform(r) < 0.5f) t->data[i] = -t->data[i];
+    return t;
+}
+
+float tt_test_maxdiff(const float *a, const float *b, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (d > m || isnan(d)) m = d;
+    }
+    return m;
+}

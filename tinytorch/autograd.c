@@ -1,0 +1,247 @@
+/* autograd.c - the step arena, the tape, and the reverse sweep.
+ *
+ * The arena is a list of big blocks handed out by bumping an offset. tt_tape_reset()
+ * rewinds it; if a step needed more than the first block, the blocks are merged into
+ * one of the total size, so from the second step on a training loop allocates nothing
+ * and touches the same (already faulted-in) pages every step.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+/* ---- arena ---------------------------------------------------------------------- */
+typedef struct block {
+    char *mem;
+    size_t cap, used;
+} block;
+
+static block *g_blocks = NULL;
+static int g_nblocks = 0, g_cur = 0;
+static size_t g_peak = 0;
+
+#define ARENA_MIN_BLOCK ((size_t)4 << 20) /* 4 MiB */
+
+static size_t arena_used(void) {
+    size_t u = 0;
+    for (int i = 0; i <= g_cur && i < g_nblocks; i++) u += g_blocks[i].used;
+    return u;
+}
+
+static void insert_block(int at, size_t cap) {
+    g_blocks = realloc(g_blocks, (size_t)(g_nblocks + 1) * sizeof *g_blocks);
+    if (!g_blocks) abort();
+    memmove(g_blocks + at + 1, g_blocks + at, (size_t)(g_nblocks - at) * sizeof *g_blocks);
+    g_blocks[at].mem = tt_xmalloc(cap);
+    g_blocks[at].cap = cap;
+    g_blocks[at].used = 0;
+    g_nblocks++;
+}
+
+void *tt_arena_alloc(size_t bytes) {
+    size_t need = (bytes + 63) & ~(size_t)63;
+    if (need == 0) need = 64;
+    if (g_nblocks == 0) insert_block(0, need > ARENA_MIN_BLOCK ? need : ARENA_MIN_BLOCK);
+    while (g_blocks[g_cur].used + need > g_blocks[g_cur].cap) {
+        int next = g_cur + 1;
+        if (next < g_nblocks && g_blocks[next].used == 0 && g_blocks[next].cap >= need) {
+            g_cur = next;
+            break;
+        }
+        size_t cap = g_blocks[g_cur].cap * 2;
+        if (cap < need) cap = need;
+        insert_block(next, cap);
+        g_cur = next;
+    }
+    block *b = &g_blocks[g_cur];
+    void *p = b->mem + b->used;
+    b->used += need;
+    size_t u = arena_used();
+    if (u > g_peak) g_peak = u;
+    return p;
+}
+
+static void arena_reset(void) {
+    if (g_nblocks > 1) {
+        /* Merge into one block big enough for everything this step needed. */
+        size_t total = 0;
+        for (int i = 0; i < g_nblocks; i++) {
+            total += g_blocks[i].cap;
+            free(g_blocks[i].mem);
+        }
+        g_nblocks = 0;
+        insert_block(0, total);
+    }
+    for (int i = 0; i < g_nblocks; i++) g_blocks[i].used = 0;
+    g_cur = 0;
+}
+
+/* ---- tape --------------------------------------------------------------------------- */
+static tt_node **g_tape = NULL;
+static int g_tape_len = 0, g_tape_cap = 0;
+static int g_no_grad_depth = 0;
+static bool g_grad_enabled = true;
+
+bool tt_grad_enabled(void) { return g_grad_enabled && g_no_grad_depth == 0; }
+
+bool tt_set_grad_enabled(bool on) {
+    bool old = g_grad_enabled;
+    g_grad_enabled = on;
+    return old;
+}
+
+void tt_no_grad_begin(void) { g_no_grad_depth++; }
+
+void tt_no_grad_end(void) {
+    if (g_no_grad_depth == 0)
+        tt_error_at((tt_src){__FILE__, __LINE__}, "no_grad_end", "without tt_no_grad_begin");
+    g_no_grad_depth--;
+}
+
+int tt_tape_len(void) { return g_tape_len; }
+
+tt_node *tt_tape_node(int index) {
+    return (index >= 0 && index < g_tape_len) ? g_tape[index] : NULL;
+}
+
+void tt_tape_reset(void) {
+    g_tape_len = 0;
+    arena_reset();
+}
+
+tt_mark tt_mark_get(void) {
+    tt_mark m = {g_cur, g_nblocks ? g_blocks[g_cur].used : 0, g_tape_len};
+    return m;
+}
+
+void tt_mark_release(tt_mark m) {
+    if (m.tape > g_tape_len || (g_nblocks && m.block > g_cur))
+        tt_error_at((tt_src){__FILE__, __LINE__}, "mark_release",
+                    "mark is newer than the arena (released twice or after a reset?)");
+    for (int i = m.block + 1; i <= g_cur && i < g_nblocks; i++) g_blocks[i].used = 0;
+    if (g_nblocks) {
+        g_cur = m.block;
+        g_blocks[g_cur].used = m.offset;
+    }
+    g_tape_len = m.tape;
+}
+
+void tt_mem_persistent(size_t *bytes, size_t *count); /* tensor.c */
+
+tt_mem_stats tt_mem_get_stats(void) {
+    tt_mem_stats s = {0};
+    s.arena_used = arena_used();
+    for (int i = 0; i < g_nblocks; i++) s.arena_capacity += g_blocks[i].cap;
+    s.arena_peak = g_peak;
+    tt_mem_persistent(&s.persistent, &s.n_persistent);
+    return s;
+}
+
+bool tt_needs_grad(int n_in, tt_tensor *const *in) {
+    if (!tt_grad_enabled()) return false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+tt_node *tt_record(const char *op, tt_backward_fn backward, tt_tensor *out, int n_in,
+                   tt_tensor *const *in, tt_src src) {
+    if (!tt_needs_grad(n_in, in)) return NULL;
+    if (g_tape_len == g_tape_cap) {
+        g_tape_cap = g_tape_cap ? 2 * g_tape_cap : 1024;
+        g_tape = realloc(g_tape, (size_t)g_tape_cap * sizeof *g_tape);
+        if (!g_tape) abort();
+    }
+    tt_node *n = tt_arena_alloc(sizeof *n);
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->backward = backward;
+    n->out = out;
+    n->n_in = n_in;
+    n->in = tt_arena_alloc((size_t)n_in * sizeof *n->in);
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    n->src = src;
+    n->index = g_tape_len;
+    g_tape[g_tape_len++] = n;
+    out->node = n;
+    out->requires_grad = true;
+    return n;
+}
+
+float *tt_grad_acc(tt_tensor *t) {
+    if (!t || !t->requires_grad) return NULL;
+    return tt_grad_ensure(t);
+}
+
+/* ---- mutation testing ------------------------------------------------------------------ */
+static const char *g_mutate_op = NULL;
+static float g_mutate_factor = 1.0f;
+
+void tt_debug_mutate_backward(const char *op, float factor) {
+    g_mutate_op = op;
+    g_mutate_factor = factor;
+}
+
+/* Run n->backward but scale what it adds to each input gradient by g_mutate_factor:
+ * g_new = g_old + factor * (g_after - g_old). */
+static void run_mutated(tt_node *n) {
+    float *saved[64] = {0};
+    int n_in = n->n_in < 64 ? n->n_in : 64;
+    for (int i = 0; i < n_in; i++) {
+        tt_tensor *t = n->in[i];
+        bool dup = false;
+        for (int j = 0; j < i; j++) dup |= (n->in[j] == t);
+        if (dup || !tt_grad_acc(t)) continue;
+        saved[i] = malloc(t->size * sizeof(float));
+        memcpy(saved[i], t->grad, t->size * sizeof(float));
+    }
+    n->backward(n);
+    for (int i = 0; i < n_in; i++) {
+        if (!saved[i]) continue;
+        tt_tensor *t = n->in[i];
+        for (size_t k = 0; k < t->size; k++)
+            t->grad[k] = saved[i][k] + g_mutate_factor * (t->grad[k] - saved[i][k]);
+        free(saved[i]);
+    }
+}
+
+/* ---- the reverse sweep ----------------------------------------------------------------- */
+static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
+    if (!out) tt_error_at(src, "backward", "output is NULL");
+    if (!out->requires_grad)
+        tt_error_at(src, "backward",
+                    "%s does not require grad (no input of its graph requires grad, or it "
+                    "was computed in a no-grad scope)",
+                    tt_d(out));
+    /* Gradients of intermediate tensors are recomputed from scratch by each sweep
+     * (they are kept after it so a debugger can inspect them). */
+    int last = out->node ? out->node->index : -1;
+    if (out->node && (last >= g_tape_len || g_tape[last] != out->node))
+        tt_error_at(src, "backward", "%s belongs to a tape that was reset", tt_d(out));
+    for (int i = 0; i <= last; i++) {
+        tt_tensor *t = g_tape[i]->out;
+        if (t->grad && !t->persistent) memset(t->grad, 0, t->size * sizeof(float));
+    }
+    float *g = tt_grad_ensure(out);
+    for (size_t k = 0; k < out->size; k++) g[k] += seed ? seed[k] : 1.0f;
+    for (int i = last; i >= 0; i--) {
+        tt_node *n = g_tape[i];
+        if (!n->out->grad) continue; /* not on a path to `out` */
+        if (g_mutate_op && strcmp(g_mutate_op, n->op) == 0)
+            run_mutated(n);
+        else
+            n->backward(n);
+    }
+}
+
+void tt_backward_(tt_tensor *loss, tt_src src) {
+    if (loss && loss->size != 1)
+        tt_error_at(src, "backward",
+                    "%s is not a scalar; use tt_backward_seed() with a gradient of its shape",
+                    tt_d(loss));
+    backward_from(loss, NULL, src);
+}
+
+void tt_backward_seed_(tt_tensor *out, const float *seed, tt_src src) {
+    if (!seed) tt_error_at(src, "backward_seed", "seed is NULL for %s", tt_d(out));
+    backward_from(out, seed, src);
+}

@@ -1,0 +1,50 @@
+/* internal.h - helpers shared by the library's own source files (not installed). */
+#ifndef TT_INTERNAL_H
+#define TT_INTERNAL_H
+
+#include "autograd.h"
+#include "error.h"
+#include "ops.h"
+
+#include <string.h>
+
+/* Abort with a message naming the op and the tensors when `cond` is false.
+ * Usage: TT_CHECK(cond, src, "add", "shapes %s and %s do not broadcast", d(a), d(b)); */
+#define TT_CHECK(cond, src, op, ...)                                  \
+    do {                                                              \
+        if (!(cond)) tt_error_at((src), (op), __VA_ARGS__);           \
+    } while (0)
+
+/* Internal invariant (a tinytorch bug, not a caller error). */
+#define TT_ASSERT(cond)                                                                  \
+    do {                                                                                 \
+        if (!(cond)) tt_error_at((tt_src){__FILE__, __LINE__}, "internal", "%s", #cond); \
+    } while (0)
+
+/* Validate that t is a float tensor (not NULL, not int32). */
+void tt_check_f32(const tt_tensor *t, tt_src src, const char *op, const char *arg);
+/* Validate an int32 tensor (indices, ids, targets). */
+void tt_check_i32(const tt_tensor *t, tt_src src, const char *op, const char *arg);
+/* Normalise axis (negative counts from the end) or report an error. */
+int tt_norm_axis(const tt_tensor *t, int axis, tt_src src, const char *op);
+/* A temporary with the same shape as t. */
+tt_tensor *tt_tmp_like(const tt_tensor *t);
+/* rows x cols view of a tensor along its last axis: rows = size / last, cols = last. */
+static inline int tt_last_dim(const tt_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+static inline size_t tt_rows(const tt_tensor *t) {
+    int c = tt_last_dim(t);
+    return c ? t->size / (size_t)c : 0;
+}
+
+/* Small per-thread scratch for tensor descriptions in messages ("'x' [2, 3]"). */
+const char *tt_d(const tt_tensor *t);
+
+/* Persistent allocation helpers with overflow checks (abort on out-of-memory). */
+void *tt_xmalloc(size_t bytes);
+void *tt_xcalloc(size_t n, size_t size);
+size_t tt_shape_numel(int ndim, const int *shape, tt_src src, const char *op);
+
+/* Bookkeeping of persistent bytes for tt_mem_get_stats. */
+void tt_mem_track(long long bytes, int tensors);
+
+#endif
