@@ -1,0 +1,47 @@
+/* safetensors.h - read and write the safetensors format (huggingface/safetensors):
+ *   8 bytes little-endian u64 N | N bytes JSON header | raw tensor bytes
+ * header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+ *          "__metadata__": {"key": "value", ...}}
+ * Offsets are relative to the start of the byte buffer after the header.
+ *
+ * Writers are atomic: they write "<path>.tmp.<pid>", fsync, then rename over <path>, so a
+ * crash leaves either the old file or the new one. Readers validate everything (sizes,
+ * offsets, overlaps, dtypes, JSON) and return an error, never crash.
+ */
+#ifndef TT_SAFETENSORS_H
+#define TT_SAFETENSORS_H
+
+#include "../error.h"
+#include "../nn/params.h"
+
+/* key/value string pairs for "__metadata__" */
+typedef struct tt_kv {
+    const char *key, *value;
+} tt_kv;
+
+/* Write n tensors (F32 or I32 by their dtype, under their names) and metadata. */
+tt_status tt_safetensors_save(const char *path, int n, tt_tensor *const *tensors, int n_meta,
+                              const tt_kv *meta);
+
+/* A loaded file: tensors are persistent copies owned by the struct. */
+typedef struct tt_safetensors {
+    int n;
+    tt_tensor **tensors;      /* named */
+    int n_meta;
+    char **meta_keys, **meta_values;
+} tt_safetensors;
+tt_status tt_safetensors_load(const char *path, tt_safetensors *out);
+tt_status tt_safetensors_parse(const unsigned char *bytes, size_t len, tt_safetensors *out);
+void tt_safetensors_free(tt_safetensors *st);
+tt_tensor *tt_safetensors_get(const tt_safetensors *st, const char *name);
+const char *tt_safetensors_meta(const tt_safetensors *st, const char *key);
+
+/* Save / load a whole parameter list by name. Load checks that every parameter is
+ * present with the same shape and dtype (TT_ERR_MISMATCH naming it otherwise); with
+ * strict, extra tensors in the file are an error too. */
+tt_status tt_params_save(const tt_params *p, const char *path, int n_meta, const tt_kv *meta);
+tt_status tt_params_load(tt_params *p, const char *path, bool strict);
+tt_status tt_params_copy_from(tt_params *p, const tt_safetensors *st, const char *prefix,
+                              bool strict);
+
+#endif
