@@ -22,6 +22,8 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wno-unus
 ifeq ($(OPENMP),1)
   CFLAGS_ALL += -fopenmp
   LDLIBS_OMP  = -fopenmp
+else
+  CFLAGS_ALL += -Wno-unknown-pragmas
 endif
 LDLIBS = $(LDLIBS_OMP) -lm
 
@@ -42,7 +44,13 @@ EXAMPLE_MAINS := $(shell grep -l '^int main' examples/*/*.c 2>/dev/null)
 EXAMPLE_BIN   := $(foreach f,$(EXAMPLE_MAINS),$(BUILD)/$(basename $(f)))
 
 .SECONDARY:
-.PHONY: all lib examples check debug sanitize valgrind bench install clean tests
+.PHONY: all lib examples check debug sanitize valgrind bench install clean tests deps
+
+# Install what the tests need (Check and pkg-config) on Debian/Ubuntu.
+deps:
+	@if pkg-config --exists check 2>/dev/null; then echo "deps: Check is installed"; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq check pkg-config; fi
 all: lib examples
 
 lib: $(LIB)
@@ -94,8 +102,9 @@ valgrind:
 	$(MAKE) BUILD=build-valgrind OPT="-O1" OPENMP=0 \
 	  TEST_ENV="CK_FORK=no valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" check
 
+# BENCH_CONFIGS="toy small medium", BENCH_THREADS="1 2", BENCH_TORCH=0: see bench/README.md
 bench: lib examples
-	@$(MAKE) -C bench BUILD=../$(BUILD) 2>/dev/null || echo "bench: see bench/README.md"
+	@$(MAKE) --no-print-directory -C bench BUILD=$(abspath $(BUILD)) CC=$(CC) OPENMP=$(OPENMP)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/tinytorch $(DESTDIR)$(PREFIX)/lib/pkgconfig

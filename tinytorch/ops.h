@@ -66,7 +66,7 @@ tt_tensor *tt_matmul_tn_(tt_tensor *a, tt_tensor *b, tt_src src);
 
 /* ---- shape ------------------------------------------------------------------------- */
 /* reshape: same elements, new shape (one entry may be -1); a view that shares data.  */
-#define tt_reshape(a, ndim, shape) tt_reshape_(a, ndim, shape, TT_SRC)
+#define tt_reshape(a, ...) tt_reshape_(a, __VA_ARGS__, TT_SRC) /* (a, ndim, shape) or (a, TT_SHAPE(...)) */
 #define tt_transpose(a, d0, d1) tt_transpose_(a, d0, d1, TT_SRC)   /* swap two axes */
 #define tt_concat(n, ts, axis) tt_concat_(n, ts, axis, TT_SRC)
 #define tt_slice(a, axis, start, end) tt_slice_(a, axis, start, end, TT_SRC) /* [start,end) */

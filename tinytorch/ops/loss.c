@@ -1,0 +1,132 @@
+/* loss.c - cross entropy: log-softmax and negative log-likelihood fused.
+ *
+ * logits x [..., V] (R rows of V), targets t int32 [...] (R entries). For a row with
+ * max m and S = sum_j e^(x_j - m):
+ *
+ *   loss_r = -log softmax(x)_t = log sum_j e^(x_j) - x_t = (m - x_t) + log S
+ *   L      = (1 / n) sum over valid rows of loss_r,   n = number of valid rows
+ *
+ * A row is valid unless its target equals ignore_index (TT_NO_IGNORE = -1 disables
+ * ignoring). Backward, g = dL/dL_out (a scalar):
+ *
+ *   dL/dx_rj = (p_rj - [j == t_r]) g / n,   p_r = softmax(x_r) = e^((x_rj - m_r) - log S_r)
+ *   ignored rows receive 0.
+ *
+ * The forward saves m_r and log S_r per row (not the V probabilities, and not their sum
+ * m + log S: rounding that to float would cost ~1e-3 relative accuracy in p for logits
+ * near 1e4; x - m is exact for the entries that matter).
+ *
+ * If every target is ignored (n = 0) the loss is 0 and the gradient 0. (PyTorch returns
+ * NaN there; 0 keeps a training step over a fully padded batch harmless.)
+ */
+#include "../internal.h"
+
+#include <math.h>
+
+#define PAR_MIN_ELEMS 32768
+
+typedef struct ce_ctx {
+    float *m;      /* row maxima          [R] */
+    float *logs;   /* log of the row sums [R] */
+    bool *valid;   /* row takes part      [R] */
+    size_t n_valid;
+} ce_ctx;
+
+static void ce_backward(tt_node *nd) {
+    tt_tensor *x = nd->in[0], *t = nd->in[1];
+    float *gx = tt_grad_acc(x);
+    const ce_ctx *c = nd->ctx;
+    if (!gx || c->n_valid == 0) return;
+    float scale = nd->out->grad[0] / (float)c->n_valid;
+    const int32_t *tg = tt_ids(t);
+    int V = tt_last_dim(x);
+    long rows = (long)tt_rows(x);
+#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)V >= PAR_MIN_ELEMS)
+    for (long r = 0; r < rows; r++) {
+        if (!c->valid[r]) continue;
+        const float *xr = x->data + (size_t)r * V;
+        float *gr = gx + (size_t)r * V;
+        float m = c->m[r], ls = c->logs[r];
+        for (int j = 0; j < V; j++) gr[j] += expf((xr[j] - m) - ls) * scale;
+        gr[tg[r]] -= scale;
+    }
+}
+
+/* "[1, 2]": the position of flat index i in a tensor of t's shape. */
+static const char *position_str(const tt_tensor *t, size_t i, char *buf, size_t len) {
+    int coord[TT_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        coord[d] = (int)(i % (size_t)t->shape[d]);
+        i /= (size_t)t->shape[d];
+    }
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < t->ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, d ? ", %d" : "%d", coord[d]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+    return buf;
+}
+
+tt_tensor *tt_cross_entropy_(tt_tensor *logits, tt_tensor *targets, int ignore_index,
+                             tt_src src) {
+    const char *op = "cross_entropy";
+    tt_check_f32(logits, src, op, "logits");
+    tt_check_i32(targets, src, op, "targets");
+    bool shape_ok = logits->ndim >= 1 && targets->ndim == logits->ndim - 1;
+    for (int d = 0; shape_ok && d < targets->ndim; d++)
+        shape_ok = targets->shape[d] == logits->shape[d];
+    TT_CHECK(shape_ok, src, op,
+             "targets %s must have the shape of logits %s without its last axis",
+             tt_d(targets), tt_d(logits));
+    int V = tt_last_dim(logits);
+    size_t R = tt_rows(logits);
+    if (V == 0) R = targets->size;
+    TT_CHECK(V > 0 || R == 0, src, op, "logits %s have no classes", tt_d(logits));
+
+    /* validate every target before any (possibly threaded) work */
+    const int32_t *tg = tt_ids(targets);
+    bool *valid = tt_arena_alloc((R ? R : 1) * sizeof(bool));
+    size_t n_valid = 0;
+    for (size_t r = 0; r < R; r++) {
+        int32_t t = tg[r];
+        valid[r] = !(ignore_index != TT_NO_IGNORE && t == ignore_index);
+        if (!valid[r]) continue;
+        if (t < 0 || t >= V) {
+            char pos[64];
+            tt_error_at(src, op, "target %d at position %s of %s is out of range [0, %d) "
+                        "for logits %s", (int)t, position_str(targets, r, pos, sizeof pos),
+                        tt_d(targets), V, tt_d(logits));
+        }
+        n_valid++;
+    }
+
+    float *m = tt_arena_alloc((R ? R : 1) * sizeof(float));
+    float *logs = tt_arena_alloc((R ? R : 1) * sizeof(float));
+    float *loss_r = tt_arena_alloc((R ? R : 1) * sizeof(float));
+    const float *x = logits->data;
+#pragma omp parallel for schedule(static) if (R * (size_t)V >= PAR_MIN_ELEMS)
+    for (long r = 0; r < (long)R; r++) {
+        const float *xr = x + (size_t)r * V;
+        float mr = -INFINITY;
+        for (int j = 0; j < V; j++) mr = xr[j] > mr ? xr[j] : mr;
+        double s = 0.0;
+        for (int j = 0; j < V; j++) s += expf(xr[j] - mr);
+        m[r] = mr;
+        logs[r] = (float)log(s);
+        loss_r[r] = valid[r] ? (float)((double)(mr - xr[tg[r]]) + log(s)) : 0.0f;
+    }
+    /* the mean in double, rows in order: independent of the thread count */
+    double total = 0.0;
+    for (size_t r = 0; r < R; r++) total += loss_r[r];
+    tt_tensor *out = tt_tmp(TT_F32, 0, NULL);
+    out->data[0] = n_valid ? (float)(total / (double)n_valid) : 0.0f;
+
+    tt_tensor *in[2] = {logits, targets};
+    tt_node *node = tt_record(op, ce_backward, out, 2, in, src);
+    if (node) {
+        ce_ctx *c = tt_arena_alloc(sizeof *c);
+        *c = (ce_ctx){.m = m, .logs = logs, .valid = valid, .n_valid = n_valid};
+        node->ctx = c;
+        node->i[0] = ignore_index;
+    }
+    return out;
+}

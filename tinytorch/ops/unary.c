@@ -1,0 +1,148 @@
+/* unary.c - elementwise functions of one tensor.
+ *
+ * One forward and one backward shared by all ops, each a switch on the op with a plain
+ * loop per case (no function pointer per element). x is the input, y the output,
+ * g = dL/dy; the backward accumulates dL/dx += g * dy/dx:
+ *
+ *   neg         y = -x                    dy/dx = -1
+ *   scale       y = s x                   dy/dx = s
+ *   add_scalar  y = x + s                 dy/dx = 1
+ *   exp         y = e^x                   dy/dx = e^x = y
+ *   log         y = ln x                  dy/dx = 1 / x
+ *   sqrt        y = x^(1/2)               dy/dx = 1 / (2 sqrt x) = 0.5 / y
+ *   rsqrt       y = x^(-1/2)              dy/dx = -1/2 x^(-3/2) = -0.5 y^3
+ *   pow         y = x^p                   dy/dx = p x^(p-1)
+ *   relu        y = max(x, 0)             dy/dx = [x > 0]
+ *   sigmoid     y = s(x) = 1/(1+e^-x)     dy/dx = s (1 - s) = y (1 - y)
+ *   silu        y = x s(x)                dy/dx = s + x s (1 - s) = s (1 + x (1 - s))
+ *   tanh        y = tanh x                dy/dx = 1 - y^2
+ *   gelu        y = x Phi(x),             dy/dx = Phi(x) + x phi(x)
+ *               Phi(x) = (1 + erf(x/sqrt2))/2,  phi(x) = e^(-x^2/2) / sqrt(2 pi)
+ */
+#include "../internal.h"
+
+#include <math.h>
+
+typedef enum {
+    NEG, SCALE, ADD_SCALAR, EXP, LOG, SQRT, RSQRT, POW, RELU, SILU, SIGMOID, TANH, GELU
+} unop;
+static const char *const unop_name[] = {"neg",  "scale", "add_scalar", "exp",     "log",
+                                        "sqrt", "rsqrt", "pow",        "relu",    "silu",
+                                        "sigmoid", "tanh", "gelu"};
+
+#define INV_SQRT2 0.70710678118654752440f
+#define INV_SQRT_2PI 0.39894228040143267794f
+
+/* Logistic function without overflow: e^-|x| never exceeds 1, so x = +-1000 gives
+ * exactly 1 or 0 instead of inf/inf. */
+static inline float sigmoid_stable(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static void unary_forward(unop op, float s, const float *x, float *y, size_t n) {
+    switch (op) {
+    case NEG: for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
+    case SCALE: for (size_t i = 0; i < n; i++) y[i] = x[i] * s; break;
+    case ADD_SCALAR: for (size_t i = 0; i < n; i++) y[i] = x[i] + s; break;
+    case EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
+    case LOG: for (size_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
+    case SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
+    case RSQRT: for (size_t i = 0; i < n; i++) y[i] = 1.0f / sqrtf(x[i]); break;
+    case POW: for (size_t i = 0; i < n; i++) y[i] = powf(x[i], s); break;
+    case RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case SILU: for (size_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_stable(x[i]); break;
+    case SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sigmoid_stable(x[i]); break;
+    case TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case GELU:
+        for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
+        break;
+    }
+}
+
+/* gx += g * dy/dx, with dy/dx from the table above (x = input, y = output). */
+static void unary_backward(tt_node *nd) {
+    unop op = (unop)nd->i[0];
+    float s = nd->f[0];
+    tt_tensor *a = nd->in[0];
+    float *gx = tt_grad_acc(a);
+    if (!gx) return;
+    const float *g = nd->out->grad, *x = a->data, *y = nd->out->data;
+    size_t n = a->size;
+    switch (op) {
+    case NEG: /* dy/dx = -1 */
+        for (size_t i = 0; i < n; i++) gx[i] -= g[i];
+        break;
+    case SCALE: /* dy/dx = s */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * s;
+        break;
+    case ADD_SCALAR: /* dy/dx = 1 */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i];
+        break;
+    case EXP: /* dy/dx = e^x = y */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i];
+        break;
+    case LOG: /* dy/dx = 1/x */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] / x[i];
+        break;
+    case SQRT: /* dy/dx = 1/(2 sqrt x) = 0.5/y */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * 0.5f / y[i];
+        break;
+    case RSQRT: /* dy/dx = -1/2 x^(-3/2) = -0.5 y^3 */
+        for (size_t i = 0; i < n; i++) gx[i] -= g[i] * 0.5f * y[i] * y[i] * y[i];
+        break;
+    case POW: /* dy/dx = p x^(p-1) */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * s * powf(x[i], s - 1.0f);
+        break;
+    case RELU: /* dy/dx = [x > 0] */
+        for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
+        break;
+    case SILU: /* dy/dx = s + x s (1-s) = s (1 + x (1-s)), s = sigmoid(x) */
+        for (size_t i = 0; i < n; i++) {
+            float sg = sigmoid_stable(x[i]);
+            gx[i] += g[i] * sg * (1.0f + x[i] * (1.0f - sg));
+        }
+        break;
+    case SIGMOID: /* dy/dx = y (1 - y) */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1.0f - y[i]);
+        break;
+    case TANH: /* dy/dx = 1 - y^2 */
+        for (size_t i = 0; i < n; i++) gx[i] += g[i] * (1.0f - y[i] * y[i]);
+        break;
+    case GELU: /* dy/dx = Phi(x) + x phi(x) */
+        for (size_t i = 0; i < n; i++) {
+            float cdf = 0.5f * (1.0f + erff(x[i] * INV_SQRT2));
+            float pdf = INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+            gx[i] += g[i] * (cdf + x[i] * pdf);
+        }
+        break;
+    }
+}
+
+static tt_tensor *unary(unop op, tt_tensor *a, float s, tt_src src) {
+    const char *name = unop_name[op];
+    tt_check_f32(a, src, name, "a");
+    tt_tensor *y = tt_tmp_like(a);
+    unary_forward(op, s, a->data, y->data, a->size);
+    tt_node *node = tt_record(name, unary_backward, y, 1, &a, src);
+    if (node) {
+        node->i[0] = op;
+        node->f[0] = s;
+    }
+    return y;
+}
+
+tt_tensor *tt_neg_(tt_tensor *a, tt_src src) { return unary(NEG, a, 0.0f, src); }
+tt_tensor *tt_scale_(tt_tensor *a, float s, tt_src src) { return unary(SCALE, a, s, src); }
+tt_tensor *tt_add_scalar_(tt_tensor *a, float s, tt_src src) { return unary(ADD_SCALAR, a, s, src); }
+tt_tensor *tt_exp_(tt_tensor *a, tt_src src) { return unary(EXP, a, 0.0f, src); }
+tt_tensor *tt_log_(tt_tensor *a, tt_src src) { return unary(LOG, a, 0.0f, src); }
+tt_tensor *tt_sqrt_(tt_tensor *a, tt_src src) { return unary(SQRT, a, 0.0f, src); }
+tt_tensor *tt_rsqrt_(tt_tensor *a, tt_src src) { return unary(RSQRT, a, 0.0f, src); }
+tt_tensor *tt_pow_(tt_tensor *a, float p, tt_src src) { return unary(POW, a, p, src); }
+tt_tensor *tt_relu_(tt_tensor *a, tt_src src) { return unary(RELU, a, 0.0f, src); }
+tt_tensor *tt_silu_(tt_tensor *a, tt_src src) { return unary(SILU, a, 0.0f, src); }
+tt_tensor *tt_sigmoid_(tt_tensor *a, tt_src src) { return unary(SIGMOID, a, 0.0f, src); }
+tt_tensor *tt_tanh_(tt_tensor *a, tt_src src) { return unary(TANH, a, 0.0f, src); }
+tt_tensor *tt_gelu_(tt_tensor *a, tt_src src) { return unary(GELU, a, 0.0f, src); }
