@@ -37,6 +37,7 @@ typedef struct tt_moe_gate {
 /* What the router decided for a batch of N tokens (all temporaries of the step). */
 typedef struct tt_routing {
     int n_tokens, n_experts, top_k;
+    tt_score_func score_func;  /* how scores were made (the balance loss needs it) */
     tt_tensor *logits;  /* [N, E]                                                 */
     tt_tensor *scores;  /* [N, E] softmax / sigmoid probabilities (differentiable) */
     tt_tensor *indices; /* int32 [N, K] chosen experts, best first                 */
@@ -46,12 +47,16 @@ typedef struct tt_routing {
 
 void tt_moe_gate_init(tt_moe_gate *g, tt_params *p, const char *name,
                       const tt_moe_gate_config *cfg);
-/* x [N, dim] -> routing. Noise (if configured) only when training. */
+/* x [N, dim] -> routing. Noise (if configured) only when training. Errors (abort via the
+ * error handler) on a bad config in init (top_k outside [1, E], n_groups not dividing E,
+ * topk_groups groups too small for top_k, linear_bias together with selection_bias:
+ * both would be named "<name>.bias") and on x not [N, dim] in forward. */
 tt_routing tt_moe_gate_forward(const tt_moe_gate *g, tt_tensor *x, bool training);
 
 /* alpha * E * sum_i f_i P_i, f_i = (slots routed to i) / (N K) (a constant),
- * P_i = mean over tokens of scores[:, i] (carries the gradient to the router).
- * Equals alpha at perfectly uniform routing. Returns a scalar tensor. */
+ * P_i = mean over tokens of scores[:, i] (carries the gradient to the router); for
+ * sigmoid scores each row is first normalised to sum 1 (V3 eq. 19), for softmax it
+ * already does. Equals alpha at perfectly uniform routing. Returns a scalar tensor. */
 tt_tensor *tt_moe_balance_loss(const tt_routing *r, float alpha);
 
 /* DeepSeek-V3 aux-loss-free balancing: b_i += gamma * sign(mean(c) - c_i). */

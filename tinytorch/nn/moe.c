@@ -1,0 +1,283 @@
+/* moe.c - the router (MoEGate), the load-balance loss and sparse expert dispatch.
+ *
+ * Routing, per token (row of x), E experts, top K:
+ *   z   = W x (+ b)                       logits                         [E]
+ *   s   = softmax(z) | sigmoid(z)         scores (differentiable)        [E]
+ *   sel = choose(z + noise) + bias        a plain float copy, no tape    [E]
+ *         (noise only in training; choose = the same score function)
+ *   group-limited (G > 1): keep the top-M groups by max(sel_g) (sum of the top 2 with the
+ *         selection bias), sel = -inf elsewhere
+ *   idx = topk(sel, K)                    the chosen experts, best first
+ *   w   = gather(s, idx)                  from the CLEAN scores: the gradient reaches the
+ *         [/ sum_j w_j] [* route_scale]   router only through w (and the balance loss)
+ *
+ * Dispatch: the N*K (token, slot) pairs are counting-sorted by expert; expert e runs
+ * once on the rows routed to it:
+ *   out = sum_e index_add(token_idx_e, Expert_e(index_select(x, token_idx_e)) * w_e)
+ * so the work is N*K expert rows, independent of E, and the backward of index_select
+ * / index_add scatters the gradients back to the tokens.
+ */
+#include "moe.h"
+
+#include "../internal.h"
+#include "../rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define HERE ((tt_src){__FILE__, __LINE__})
+
+tt_moe_gate_config tt_moe_gate_config_default(int dim, int n_experts, int top_k) {
+    tt_moe_gate_config c = {
+        .dim = dim,
+        .n_experts = n_experts,
+        .top_k = top_k,
+        .score_func = TT_SCORE_SOFTMAX,
+        .renormalize = true,
+        .route_scale = 1.0f,
+        .n_groups = 1,
+        .topk_groups = 1,
+        .selection_bias = false,
+        .noise_std = 0.0f,
+        .linear_bias = false,
+    };
+    return c;
+}
+
+static void gate_config_check(const tt_moe_gate_config *c, const char *name) {
+    const char *op = "moe_gate_init";
+    if (c->dim < 1) tt_error_at(HERE, op, "'%s': dim = %d must be >= 1", name, c->dim);
+    if (c->n_experts < 1)
+        tt_error_at(HERE, op, "'%s': n_experts = %d must be >= 1", name, c->n_experts);
+    if (c->top_k < 1 || c->top_k > c->n_experts)
+        tt_error_at(HERE, op, "'%s': top_k = %d must be in [1, n_experts = %d]", name, c->top_k,
+                    c->n_experts);
+    if (c->n_groups < 1 || c->n_experts % c->n_groups != 0)
+        tt_error_at(HERE, op, "'%s': n_groups = %d must be >= 1 and divide n_experts = %d",
+                    name, c->n_groups, c->n_experts);
+    if (c->topk_groups < 1 || c->topk_groups > c->n_groups)
+        tt_error_at(HERE, op, "'%s': topk_groups = %d must be in [1, n_groups = %d]", name,
+                    c->topk_groups, c->n_groups);
+    if (c->topk_groups * (c->n_experts / c->n_groups) < c->top_k)
+        tt_error_at(HERE, op,
+                    "'%s': topk_groups = %d groups of %d experts hold fewer than top_k = %d",
+                    name, c->topk_groups, c->n_experts / c->n_groups, c->top_k);
+    if (!(c->noise_std >= 0.0f))
+        tt_error_at(HERE, op, "'%s': noise_std = %g must be >= 0", name, (double)c->noise_std);
+    if (!(c->route_scale > 0.0f))
+        tt_error_at(HERE, op, "'%s': route_scale = %g must be > 0", name,
+                    (double)c->route_scale);
+    if (c->linear_bias && c->selection_bias)
+        tt_error_at(HERE, op,
+                    "'%s': linear_bias and selection_bias would both be named '%s.bias'",
+                    name, name);
+}
+
+void tt_moe_gate_init(tt_moe_gate *g, tt_params *p, const char *name,
+                      const tt_moe_gate_config *cfg) {
+    gate_config_check(cfg, name ? name : "");
+    g->cfg = *cfg;
+    tt_linear_init(&g->proj, p, name, cfg->dim, cfg->n_experts, cfg->linear_bias);
+    g->bias = NULL;
+    if (cfg->selection_bias) {
+        char path[TT_PATH_LEN];
+        g->bias = tt_param_new(p, TT_SHAPE(cfg->n_experts), "%s", tt_name_join(path, name, "bias"));
+        tt_set_requires_grad(g->bias, false); /* moved by tt_moe_gate_update_bias only */
+    }
+}
+
+/* The score function on one row of plain floats (for the noisy choice). */
+static void score_row(tt_score_func f, const float *z, float *s, int E) {
+    if (f == TT_SCORE_SIGMOID) {
+        for (int e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-z[e]));
+        return;
+    }
+    float m = z[0];
+    for (int e = 1; e < E; e++) m = z[e] > m ? z[e] : m;
+    float sum = 0.0f;
+    for (int e = 0; e < E; e++) sum += s[e] = expf(z[e] - m);
+    for (int e = 0; e < E; e++) s[e] /= sum;
+}
+
+/* Group-limited routing on one row of sel [E] = G groups of E/G: keep the best M groups
+ * (ties to the lower group), -inf for the experts of the others. */
+static void limit_groups(float *sel, int E, int G, int M, bool top2, float *gscore,
+                         bool *keep) {
+    int gs = E / G;
+    for (int g = 0; g < G; g++) {
+        const float *r = sel + g * gs;
+        float a = -INFINITY, b = -INFINITY; /* largest and second largest */
+        for (int j = 0; j < gs; j++) {
+            if (r[j] > a) {
+                b = a;
+                a = r[j];
+            } else if (r[j] > b) {
+                b = r[j];
+            }
+        }
+        gscore[g] = (top2 && gs >= 2) ? a + b : a;
+        keep[g] = false;
+    }
+    for (int m = 0; m < M; m++) {
+        int best = -1;
+        for (int g = 0; g < G; g++)
+            if (!keep[g] && (best < 0 || gscore[g] > gscore[best])) best = g;
+        keep[best] = true;
+    }
+    for (int g = 0; g < G; g++)
+        if (!keep[g])
+            for (int j = 0; j < gs; j++) sel[g * gs + j] = -INFINITY;
+}
+
+tt_routing tt_moe_gate_forward(const tt_moe_gate *g, tt_tensor *x, bool training) {
+    const tt_moe_gate_config *c = &g->cfg;
+    tt_src src = HERE;
+    tt_check_f32(x, src, "moe_gate", "x");
+    if (x->ndim != 2 || x->shape[1] != c->dim)
+        tt_error_at(src, "moe_gate", "x %s must be [N, %d] (gate '%s')", tt_d(x), c->dim,
+                    g->proj.weight->name);
+    const int N = x->shape[0], E = c->n_experts, K = c->top_k;
+    tt_routing r = {.n_tokens = N, .n_experts = E, .top_k = K, .score_func = c->score_func};
+
+    r.logits = tt_linear_forward(&g->proj, x);
+    r.scores = c->score_func == TT_SCORE_SIGMOID ? tt_sigmoid(r.logits) : tt_softmax(r.logits);
+
+    /* sel: what the experts are chosen by; nothing here is differentiated */
+    tt_tensor *sel = tt_tmp(TT_F32, TT_SHAPE(N, E));
+    if (training && c->noise_std > 0.0f) {
+        tt_rng *rng = tt_rng_global();
+        float *z = tt_arena_alloc((size_t)E * sizeof *z);
+        for (int n = 0; n < N; n++) {
+            for (int e = 0; e < E; e++)
+                z[e] = r.logits->data[(size_t)n * E + e] + c->noise_std * (float)tt_rng_normal(rng);
+            score_row(c->score_func, z, sel->data + (size_t)n * E, E);
+        }
+    } else {
+        memcpy(sel->data, r.scores->data, (size_t)N * E * sizeof(float));
+    }
+    if (g->bias)
+        for (int n = 0; n < N; n++)
+            for (int e = 0; e < E; e++) sel->data[(size_t)n * E + e] += g->bias->data[e];
+    if (c->n_groups > 1) {
+        float *gscore = tt_arena_alloc((size_t)c->n_groups * sizeof *gscore);
+        bool *keep = tt_arena_alloc((size_t)c->n_groups * sizeof *keep);
+        for (int n = 0; n < N; n++)
+            limit_groups(sel->data + (size_t)n * E, E, c->n_groups, c->topk_groups,
+                         g->bias != NULL, gscore, keep);
+    }
+    tt_topk(sel, K, &r.indices); /* sel needs no grad: nothing is recorded */
+
+    r.weights = tt_gather(r.scores, r.indices);
+    if (c->renormalize) r.weights = tt_div(r.weights, tt_sum(r.weights, -1, true));
+    if (c->route_scale != 1.0f) r.weights = tt_scale(r.weights, c->route_scale);
+
+    r.counts = tt_arena_alloc((size_t)E * sizeof *r.counts);
+    memset(r.counts, 0, (size_t)E * sizeof *r.counts);
+    const int32_t *idx = tt_ids(r.indices);
+    for (size_t i = 0; i < (size_t)N * K; i++) r.counts[idx[i]]++;
+    return r;
+}
+
+/* L = alpha * E * sum_i f_i P_i with f_i = counts_i / (N K) (no gradient) and
+ * P_i = mean_t s'_{t,i}; s' = s for softmax, s / sum_j s_j for sigmoid (V3 eq. 19).
+ * dL/ds_{t,i} = alpha * E * f_i / N. At uniform routing f_i = P_i = 1/E: L = alpha. */
+tt_tensor *tt_moe_balance_loss(const tt_routing *r, float alpha) {
+    tt_src src = HERE;
+    if (!r || !r->scores || !r->counts)
+        tt_error_at(src, "moe_balance_loss", "routing is empty (run tt_moe_gate_forward first)");
+    const int E = r->n_experts;
+    const double nk = (double)r->n_tokens * r->top_k;
+    tt_tensor *f = tt_tmp(TT_F32, TT_SHAPE(E));
+    for (int e = 0; e < E; e++) f->data[e] = nk > 0 ? (float)(r->counts[e] / nk) : 0.0f;
+    tt_set_name(f, "moe.balance.f");
+    tt_tensor *s = r->scores;
+    if (r->score_func == TT_SCORE_SIGMOID) s = tt_div(s, tt_sum(s, -1, true));
+    tt_tensor *P = tt_mean(s, 0, false);
+    return tt_scale(tt_sum_all(tt_mul(f, P)), alpha * (float)E);
+}
+
+void tt_moe_gate_update_bias(tt_moe_gate *g, const int *counts, float gamma) {
+    if (!g->bias)
+        tt_error_at(HERE, "moe_gate_update_bias",
+                    "gate '%s' has no selection bias (config selection_bias = false)",
+                    g->proj.weight->name);
+    const int E = g->cfg.n_experts;
+    double mean = 0.0;
+    for (int e = 0; e < E; e++) mean += counts[e];
+    mean /= E;
+    for (int e = 0; e < E; e++) {
+        double d = mean - counts[e];
+        g->bias->data[e] += d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
+    }
+}
+
+void tt_moe_init(tt_moe *m, tt_params *p, const char *name, const tt_moe_config *cfg) {
+    char path[TT_PATH_LEN], ename[TT_PATH_LEN];
+    if (cfg->hidden < 1)
+        tt_error_at(HERE, "moe_init", "'%s': hidden = %d must be >= 1", name, cfg->hidden);
+    m->cfg = *cfg;
+    tt_moe_gate_init(&m->gate, p, tt_name_join(path, name, "gate"), &cfg->gate);
+    const int E = cfg->gate.n_experts, dim = cfg->gate.dim;
+    m->experts = tt_xcalloc((size_t)E, sizeof *m->experts);
+    for (int e = 0; e < E; e++) {
+        snprintf(ename, sizeof ename, "experts.%d", e);
+        tt_expert_init(&m->experts[e], p, tt_name_join(path, name, ename), dim, cfg->hidden,
+                       cfg->kind, cfg->expert_bias);
+    }
+    memset(&m->shared, 0, sizeof m->shared);
+    if (cfg->shared_hidden > 0)
+        tt_expert_init(&m->shared, p, tt_name_join(path, name, "shared_experts"), dim,
+                       cfg->shared_hidden, cfg->kind, cfg->expert_bias);
+}
+
+void tt_moe_free(tt_moe *m) {
+    free(m->experts);
+    m->experts = NULL;
+}
+
+tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routing *routing_out) {
+    tt_src src = HERE;
+    const int dim = m->cfg.gate.dim, E = m->cfg.gate.n_experts, K = m->cfg.gate.top_k;
+    tt_check_f32(x, src, "moe", "x");
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != dim)
+        tt_error_at(src, "moe", "x %s must be [..., %d] (moe '%s')", tt_d(x), dim,
+                    m->gate.proj.weight->name);
+    const int N = (int)(x->size / (size_t)dim);
+    tt_tensor *xf = tt_reshape(x, 2, ((int[]){N, dim}));
+    tt_routing r = tt_moe_gate_forward(&m->gate, xf, training);
+
+    /* counting sort of the N*K (token, slot) pairs by expert; within an expert the pairs
+     * stay in token order */
+    int *start = tt_arena_alloc((size_t)(E + 1) * sizeof *start);
+    start[0] = 0;
+    for (int e = 0; e < E; e++) start[e + 1] = start[e] + r.counts[e];
+    int *fill = tt_arena_alloc((size_t)E * sizeof *fill);
+    memcpy(fill, start, (size_t)E * sizeof *fill);
+    int32_t *tok = tt_arena_alloc((size_t)N * K * sizeof *tok);
+    int32_t *slot = tt_arena_alloc((size_t)N * K * sizeof *slot);
+    const int32_t *idx = tt_ids(r.indices);
+    for (int p = 0; p < N * K; p++) {
+        int pos = fill[idx[p]]++;
+        tok[pos] = p / K;
+        slot[pos] = p;
+    }
+
+    tt_tensor *out = tt_tmp(TT_F32, TT_SHAPE(N, dim));
+    memset(out->data, 0, out->size * sizeof(float));
+    tt_tensor *wflat = tt_reshape(r.weights, 2, ((int[]){N * K, 1}));
+    for (int e = 0; e < E; e++) {
+        int c = r.counts[e];
+        if (c == 0) continue; /* an idle expert costs nothing */
+        tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(c));
+        tt_tensor *si = tt_tmp(TT_I32, TT_SHAPE(c));
+        memcpy(ti->data, tok + start[e], (size_t)c * sizeof *tok);
+        memcpy(si->data, slot + start[e], (size_t)c * sizeof *slot);
+        tt_tensor *rows = tt_index_select(xf, ti);               /* [c, dim] */
+        tt_tensor *y = tt_expert_forward(&m->experts[e], rows);  /* [c, dim] */
+        tt_tensor *w = tt_index_select(wflat, si);               /* [c, 1]   */
+        out = tt_index_add(out, ti, tt_mul(y, w));
+    }
+    if (m->cfg.shared_hidden > 0) out = tt_add(out, tt_expert_forward(&m->shared, xf));
+    if (routing_out) *routing_out = r;
+    return tt_reshape(out, x->ndim, x->shape);
+}
