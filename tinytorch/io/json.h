@@ -22,10 +22,13 @@ typedef struct tt_json {
     char *key;               /* member name when inside an object                    */
 } tt_json;
 
-/* Parse text[0..len). Returns NULL on error with a message (position and reason) in
- * err (errlen bytes). Free with tt_json_free. */
+/* Parse text[0..len) (need not be NUL-terminated; nothing past len is read). Returns
+ * NULL on error with "JSON error at byte <offset>: <reason>" in err (errlen bytes; err
+ * may be NULL). The whole tree is one allocation owned by the root: free the root with
+ * tt_json_free (never a child). Strict RFC 8259: depth <= 64, valid UTF-8, paired
+ * surrogates, finite numbers; \u0000 is rejected; duplicate keys are kept. */
 tt_json *tt_json_parse(const char *text, size_t len, char *err, size_t errlen);
 void tt_json_free(tt_json *j);
-const tt_json *tt_json_get(const tt_json *obj, const char *key); /* NULL if absent */
+const tt_json *tt_json_get(const tt_json *obj, const char *key); /* first match; NULL if absent */
 
 #endif

@@ -19,7 +19,11 @@ typedef struct tt_kv {
     const char *key, *value;
 } tt_kv;
 
-/* Write n tensors (F32 or I32 by their dtype, under their names) and metadata. */
+/* Write n tensors (F32 or I32 by their dtype, under their names, which must be unique,
+ * non-empty and not "__metadata__") and n_meta string pairs as "__metadata__" (keys
+ * unique, valid UTF-8). The header is padded with spaces to a multiple of 8 bytes.
+ * Errors: TT_ERR_ARG for bad arguments; TT_ERR_IO "cannot write '<path>' (<step>
+ * failed): <strerror>" after removing the temporary and leaving any old <path> intact. */
 tt_status tt_safetensors_save(const char *path, int n, tt_tensor *const *tensors, int n_meta,
                               const tt_kv *meta);
 
@@ -30,18 +34,32 @@ typedef struct tt_safetensors {
     int n_meta;
     char **meta_keys, **meta_values;
 } tt_safetensors;
+/* Read and validate a file (TT_ERR_IO if it cannot be read, TT_ERR_FORMAT naming the
+ * problem otherwise: header length <= 100 MB and within the file, JSON header, dtype
+ * F32/I32 only ("unsupported dtype"), <= 4 non-negative dims, data_offsets inside the
+ * data and matching the shape, no overlaps, no duplicate names, string metadata). On
+ * error *out is left empty (safe to free). Loaded tensors do not require grad. */
 tt_status tt_safetensors_load(const char *path, tt_safetensors *out);
+/* The same on bytes[0..len) already in memory (messages lack the file name). */
 tt_status tt_safetensors_parse(const unsigned char *bytes, size_t len, tt_safetensors *out);
-void tt_safetensors_free(tt_safetensors *st);
+void tt_safetensors_free(tt_safetensors *st);  /* frees the contents, zeroes *st */
 tt_tensor *tt_safetensors_get(const tt_safetensors *st, const char *name);
 const char *tt_safetensors_meta(const tt_safetensors *st, const char *key);
 
 /* Save / load a whole parameter list by name. Load checks that every parameter is
- * present with the same shape and dtype (TT_ERR_MISMATCH naming it otherwise); with
- * strict, extra tensors in the file are an error too. */
+ * present with the same shape and dtype (TT_ERR_MISMATCH naming it otherwise:
+ * "missing tensor 'layers.0.attn.q_proj.weight'", "tensor 'fc.weight': shape [3, 2] in
+ * the file, but the parameter has shape [2, 3]"); with strict, extra tensors in the file
+ * are an error too. Nothing is copied unless every check passes.
+ *
+ * prefix (NULL or "" for none): parameter "x" is read from the file tensor "prefix.x";
+ * the strict check then only looks at file tensors whose names start with "prefix.". */
 tt_status tt_params_save(const tt_params *p, const char *path, int n_meta, const tt_kv *meta);
 tt_status tt_params_load(tt_params *p, const char *path, bool strict);
 tt_status tt_params_copy_from(tt_params *p, const tt_safetensors *st, const char *prefix,
                               bool strict);
+/* The checks of tt_params_copy_from without copying anything. */
+tt_status tt_params_check(const tt_params *p, const tt_safetensors *st, const char *prefix,
+                          bool strict);
 
 #endif

@@ -1,0 +1,200 @@
+/* optim.c - SGD (momentum, Nesterov), AdamW, gradient-norm clipping, lr schedules.
+ *
+ * The updates follow torch.optim.SGD / torch.optim.AdamW (single-tensor code path)
+ * operation by operation in float32, with the scalar coefficients (bias corrections,
+ * step size) computed in double as Python does and rounded to float once.
+ */
+#include "optim.h"
+
+#include "../internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define OPT_SRC ((tt_src){__FILE__, __LINE__})
+
+/* "optim.<kind>.<param name>" into name[TT_NAME_LEN]; stops if it does not fit. */
+static void state_name(char *name, const char *kind, const tt_tensor *p) {
+    int k = snprintf(name, TT_NAME_LEN, "optim.%s.%s", kind, p->name);
+    if (k < 0 || k >= TT_NAME_LEN)
+        tt_error_at(OPT_SRC, "optim",
+                    "state name 'optim.%s.%s' is longer than %d bytes; shorten the parameter "
+                    "name",
+                    kind, p->name, TT_NAME_LEN - 1);
+}
+
+/* A zero-filled state tensor "optim.<kind>.<param name>" registered in o->state. */
+static tt_tensor *new_state(tt_optim *o, const char *kind, const tt_tensor *p) {
+    char name[TT_NAME_LEN];
+    state_name(name, kind, p);
+    tt_tensor *s = tt_zeros(p->ndim, p->shape);
+    tt_set_name(s, "%s", name);
+    tt_params_add(&o->state, s);
+    return s;
+}
+
+static tt_optim *optim_new(tt_params *p, tt_optim_kind kind, float lr, float weight_decay,
+                           int n_slots_per_param, const char *kind1, const char *kind2) {
+    if (!p) tt_error_at(OPT_SRC, "optim", "parameter list is NULL");
+    if (!(lr >= 0.0f)) tt_error_at(OPT_SRC, "optim", "invalid learning rate %g", lr);
+    if (!(weight_decay >= 0.0f))
+        tt_error_at(OPT_SRC, "optim", "invalid weight_decay %g", weight_decay);
+    /* validate the names first, so that an error leaves nothing allocated */
+    for (int i = 0; i < p->n && n_slots_per_param > 0; i++) {
+        const tt_tensor *t = p->t[i];
+        char name[TT_NAME_LEN];
+        if (!t->requires_grad || t->dtype != TT_F32) continue;
+        if (!t->name[0])
+            tt_error_at(OPT_SRC, "optim",
+                        "parameter %d %s is unnamed; optimizer state is named after parameters",
+                        i, tt_d(t));
+        state_name(name, n_slots_per_param > 1 ? kind2 : kind1, t);
+    }
+    tt_optim *o = tt_xcalloc(1, sizeof *o);
+    o->kind = kind;
+    o->params = p;
+    o->lr = lr;
+    o->weight_decay = weight_decay;
+    o->n_slots = p->n;
+    o->slot1 = tt_xcalloc((size_t)p->n + 1, sizeof *o->slot1);
+    o->slot2 = tt_xcalloc((size_t)p->n + 1, sizeof *o->slot2);
+    for (int i = 0; i < p->n; i++) {
+        const tt_tensor *t = p->t[i];
+        if (!t->requires_grad || t->dtype != TT_F32 || n_slots_per_param == 0) continue;
+        o->slot1[i] = new_state(o, kind1, t);
+        if (n_slots_per_param > 1) o->slot2[i] = new_state(o, kind2, t);
+    }
+    return o;
+}
+
+tt_optim *tt_optim_sgd(tt_params *p, float lr, float momentum, float weight_decay,
+                       bool nesterov) {
+    if (!(momentum >= 0.0f)) tt_error_at(OPT_SRC, "optim_sgd", "invalid momentum %g", momentum);
+    if (nesterov && momentum <= 0.0f)
+        tt_error_at(OPT_SRC, "optim_sgd", "Nesterov momentum requires a momentum > 0");
+    tt_optim *o = optim_new(p, TT_OPTIM_SGD, lr, weight_decay, momentum > 0.0f ? 1 : 0,
+                            "momentum", NULL);
+    o->momentum = momentum;
+    o->nesterov = nesterov;
+    return o;
+}
+
+tt_optim *tt_optim_adamw(tt_params *p, float lr, float beta1, float beta2, float eps,
+                         float weight_decay) {
+    if (!(beta1 >= 0.0f && beta1 < 1.0f))
+        tt_error_at(OPT_SRC, "optim_adamw", "invalid beta1 %g (must be in [0, 1))", beta1);
+    if (!(beta2 >= 0.0f && beta2 < 1.0f))
+        tt_error_at(OPT_SRC, "optim_adamw", "invalid beta2 %g (must be in [0, 1))", beta2);
+    if (!(eps >= 0.0f)) tt_error_at(OPT_SRC, "optim_adamw", "invalid eps %g", eps);
+    tt_optim *o = optim_new(p, TT_OPTIM_ADAMW, lr, weight_decay, 2, "exp_avg", "exp_avg_sq");
+    o->beta1 = beta1;
+    o->beta2 = beta2;
+    o->eps = eps;
+    return o;
+}
+
+/* SGD, per element (torch.optim.SGD with dampening 0):
+ *   g = grad + wd * w
+ *   buf = mu * buf + g                      (buf starts at 0, so buf_1 = g as in torch)
+ *   g = nesterov ? g + mu * buf : buf
+ *   w = w - lr * g                                                                  */
+static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
+    const float lr = o->lr, wd = o->weight_decay, mu = o->momentum;
+    float *restrict x = w->data;
+    const float *restrict gr = w->grad;
+    float *restrict b = buf ? buf->data : NULL;
+    const size_t n = w->size;
+    for (size_t k = 0; k < n; k++) {
+        float g = gr[k];
+        if (wd != 0.0f) g = g + wd * x[k];
+        if (b) {
+            b[k] = mu * b[k] + g;
+            g = o->nesterov ? g + mu * b[k] : b[k];
+        }
+        x[k] = x[k] - lr * g;
+    }
+}
+
+/* AdamW, per element (torch.optim.AdamW, t = step count after increment):
+ *   w = w * (1 - lr * wd)
+ *   m = b1 * m + (1 - b1) * g
+ *   v = b2 * v + (1 - b2) * g * g
+ *   w = w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)                   */
+static void adamw_update(const tt_optim *o, tt_tensor *w, tt_tensor *m, tt_tensor *v) {
+    const double t = (double)o->step;
+    const double bc1 = 1.0 - pow((double)o->beta1, t);
+    const double bc2 = 1.0 - pow((double)o->beta2, t);
+    const float step_size = (float)((double)o->lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float decay = (float)(1.0 - (double)o->lr * (double)o->weight_decay);
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
+    const float c1 = (float)(1.0 - (double)b1), c2 = (float)(1.0 - (double)b2);
+    float *restrict x = w->data, *restrict mm = m->data, *restrict vv = v->data;
+    const float *restrict gr = w->grad;
+    const size_t n = w->size;
+    for (size_t k = 0; k < n; k++) {
+        const float g = gr[k];
+        if (o->weight_decay != 0.0f) x[k] = x[k] * decay;
+        mm[k] = b1 * mm[k] + c1 * g;
+        vv[k] = b2 * vv[k] + c2 * (g * g);
+        const float denom = sqrtf(vv[k]) / bc2_sqrt + eps;
+        x[k] = x[k] - step_size * (mm[k] / denom);
+    }
+}
+
+void tt_optim_step(tt_optim *o) {
+    o->step++;
+    tt_params *p = o->params;
+    const int n = p->n < o->n_slots ? p->n : o->n_slots;
+    const bool stateless = o->kind == TT_OPTIM_SGD && o->momentum == 0.0f;
+    for (int i = 0; i < n; i++) {
+        tt_tensor *w = p->t[i];
+        if (!w->requires_grad || !w->grad || w->dtype != TT_F32) continue;
+        if (!stateless && !o->slot1[i]) continue; /* did not require grad at construction */
+        if (o->kind == TT_OPTIM_SGD)
+            sgd_update(o, w, o->slot1[i]);
+        else
+            adamw_update(o, w, o->slot1[i], o->slot2[i]);
+    }
+}
+
+void tt_optim_zero_grad(tt_optim *o) { tt_params_zero_grad(o->params); }
+
+void tt_optim_free(tt_optim *o) {
+    if (!o) return;
+    tt_params_free(&o->state);
+    free(o->slot1);
+    free(o->slot2);
+    free(o);
+}
+
+float tt_clip_grad_norm(tt_params *p, float max_norm) {
+    double sq = 0.0;
+    for (int i = 0; i < p->n; i++) {
+        const tt_tensor *t = p->t[i];
+        if (!t->requires_grad || !t->grad) continue;
+        for (size_t k = 0; k < t->size; k++) sq += (double)t->grad[k] * (double)t->grad[k];
+    }
+    const double norm = sqrt(sq);
+    const double coef = (double)max_norm / (norm + 1e-6);
+    if (isfinite(norm) && coef < 1.0) {
+        const float c = (float)coef;
+        for (int i = 0; i < p->n; i++) {
+            tt_tensor *t = p->t[i];
+            if (!t->requires_grad || !t->grad) continue;
+            for (size_t k = 0; k < t->size; k++) t->grad[k] *= c;
+        }
+    }
+    return (float)norm;
+}
+
+float tt_lr_at(const tt_lr_schedule *s, long step) {
+    if (s->kind == TT_LR_CONSTANT) return s->base_lr;
+    const double base = s->base_lr, lo = s->min_lr;
+    if (step < 0) step = 0;
+    if (step < s->warmup_steps) return (float)(base * (double)(step + 1) / s->warmup_steps);
+    if (step >= s->total_steps) return s->min_lr;
+    const double progress =
+        (double)(step - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
+    return (float)(lo + (base - lo) * 0.5 * (1.0 + cos(3.14159265358979323846 * progress)));
+}
