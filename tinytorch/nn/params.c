@@ -22,11 +22,17 @@ void tt_params_add(tt_params *p, tt_tensor *t) {
 }
 
 tt_tensor *tt_param_new(tt_params *p, int ndim, const int *shape, const char *fmt, ...) {
-    tt_tensor *t = tt_zeros(ndim, shape);
+    char name[TT_NAME_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
+    /* check before allocating, so that the error path leaks nothing */
+    if (name[0] && tt_params_find(p, name))
+        tt_error_at((tt_src){__FILE__, __LINE__}, "param_new",
+                    "a parameter named '%s' is already registered", name);
+    tt_tensor *t = tt_zeros(ndim, shape);
+    memcpy(t->name, name, sizeof name);
     tt_set_requires_grad(t, true);
     tt_params_add(p, t);
     return t;
