@@ -6,6 +6,10 @@
  *   gradcheck.h  finite-difference gradient checking
  *   rng.h        the portable seeded random number generator
  *   error.h      error handler and status codes
+ *   kernels/gemm.h   the matrix-multiply kernel under tt_matmul
+ *   nn/          modules: params, Linear ... DeepSeek V3 toy model
+ *   optim/       SGD, AdamW, clipping, schedules
+ *   io/          JSON, safetensors, checkpoints
  */
 #ifndef TINYTORCH_H
 #define TINYTORCH_H
@@ -16,5 +20,15 @@
 #include "ops.h"
 #include "rng.h"
 #include "tensor.h"
+#include "kernels/gemm.h"
+#include "nn/params.h"
+#include "nn/nn.h"
+#include "nn/moe.h"
+#include "nn/mla.h"
+#include "nn/deepseek.h"
+#include "optim/optim.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "io/checkpoint.h"
 
 #endif

@@ -1,0 +1,272 @@
+/* test_gemm.c - tt_gemm against a double-precision reference, for every kernel the CPU
+ * has (generic, avx2, avx512), every transpose combination, ragged sizes, strided
+ * matrices, alpha/beta, and bit-identical results for 1 and 2 OpenMP threads. */
+#include "tt_test.h"
+
+#include "kernels/gemm.h"
+
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static const char *const kernel_names[] = {"generic", "avx2", "avx512"};
+#define N_KERNELS 3
+
+/* A stored matrix of rows x cols with row stride ld >= cols; the padding holds a sentinel
+ * (NaN) that must never reach a result, and for C must never be overwritten. */
+typedef struct mat {
+    int rows, cols, ld;
+    float *v;
+} mat;
+
+static mat mat_new(int rows, int cols, int pad, tt_rng *r) {
+    mat m = {rows, cols, cols + pad > 0 ? cols + pad : 1, NULL};
+    size_t n = (size_t)rows * m.ld;
+    m.v = malloc((n ? n : 1) * sizeof(float));
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < m.ld; j++)
+            m.v[(size_t)i * m.ld + j] = j < cols ? 2.0f * tt_rng_uniform(r) - 1.0f : NAN;
+    return m;
+}
+
+/* The check: C = alpha op(A) op(B) + beta C0 in double. Every element must lie within
+ * the worst-case float error bound of a dot product of length K, gamma_{K+3} times the
+ * sum of the absolute values of the terms (Higham, Accuracy and Stability of Numerical
+ * Algorithms, 3.1): |err| <= (K+3) u / (1 - (K+3) u) * (|alpha| sum_k |a_ik b_kj| + |beta c0|)
+ * with u = 2^-24; the +3 covers the scaling by alpha, by beta and the final add. The bound
+ * holds for any summation order and with or without FMA, so one check serves all kernels;
+ * a wrong element (a lost or doubled term) misses it by orders of magnitude. */
+static void check_gemm(const char *what, bool ta, bool tb, int M, int N, int K, float alpha,
+                       float beta, int pad) {
+    tt_rng r;
+    tt_rng_seed(&r, (uint64_t)(M * 1000003 + N * 1009 + K * 7 + ta * 2 + tb));
+    mat A = ta ? mat_new(K, M, pad, &r) : mat_new(M, K, pad, &r);
+    mat B = tb ? mat_new(N, K, pad, &r) : mat_new(K, N, pad, &r);
+    mat C = mat_new(M, N, pad, &r);
+    float *c0 = malloc(((size_t)M * C.ld + 1) * sizeof(float));
+    memcpy(c0, C.v, (size_t)M * C.ld * sizeof(float));
+    if (beta == 0.0f) /* C must be overwritten without being read */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C.v[(size_t)i * C.ld + j] = NAN;
+
+    tt_gemm(ta, tb, M, N, K, alpha, A.v, A.ld, B.v, B.ld, beta, C.v, C.ld);
+
+    double u = ldexp(1.0, -24), gamma = (K + 3) * u / (1.0 - (K + 3) * u);
+    double worst = 0.0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0, abs_s = 0.0;
+            for (int k = 0; k < K; k++) {
+                double x = ta ? A.v[(size_t)k * A.ld + i] : A.v[(size_t)i * A.ld + k];
+                double y = tb ? B.v[(size_t)j * B.ld + k] : B.v[(size_t)k * B.ld + j];
+                s += x * y;
+                abs_s += fabs(x * y);
+            }
+            double c_old = beta == 0.0f ? 0.0 : c0[(size_t)i * C.ld + j];
+            double want = alpha * s + beta * c_old;
+            double bound = gamma * (fabs(alpha) * abs_s + fabs(beta * c_old)) + 1e-30;
+            double got = C.v[(size_t)i * C.ld + j];
+            double ratio = fabs(got - want) / bound;
+            if (!(ratio <= 1.0))
+                ck_abort_msg("%s: %c%c M=%d N=%d K=%d alpha=%g beta=%g pad=%d: C[%d][%d] = %.9g, "
+                             "want %.9g (bound %.3g)",
+                             what, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, beta, pad, i,
+                             j, got, want, bound);
+            if (ratio > worst) worst = ratio;
+        }
+    /* the padding of C is untouched */
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < C.ld; j++)
+            ck_assert_msg(isnan(C.v[(size_t)i * C.ld + j]), "%s: C padding overwritten", what);
+    free(A.v);
+    free(B.v);
+    free(C.v);
+    free(c0);
+}
+
+/* Odd sizes straddle every tile edge (MR = 4, 6, 14; NR = 8, 16, 32) and the small-matrix
+ * cut-off (M*N*K = 32^3); the last rows cross the cache blocks (MC = 504 rows, KC = 384,
+ * NC = 4096 columns for AVX-512). */
+static const int shapes[][3] = {
+    {1, 1, 1},    {1, 3, 17},   {3, 1, 33},    {17, 33, 3},   {33, 17, 65},  {65, 100, 33},
+    {100, 65, 17}, {3, 257, 65}, {257, 3, 100}, {64, 64, 64},  {100, 100, 100}, {257, 33, 17},
+    {17, 257, 100}, {33, 65, 257}, {15, 31, 1},  {29, 47, 0},  {40, 47, 30}, {47, 79, 40},
+    {29, 111, 45},
+};
+static const int big_shapes[][3] = {
+    {1100, 40, 50},  /* three row blocks                  */
+    {20, 4200, 30},  /* two column panels                 */
+    {40, 36, 1000},  /* three k slices: beta, then 1      */
+};
+
+static void check_all(const char *kernel) {
+    int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int s = 0; s < n_shapes; s++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            const int *sh = shapes[s];
+            check_gemm(kernel, ta, tb, sh[0], sh[1], sh[2], 1.0f, 0.0f, 0);
+            check_gemm(kernel, ta, tb, sh[0], sh[1], sh[2], 0.5f, 1.0f, 3);
+            check_gemm(kernel, ta, tb, sh[0], sh[1], sh[2], -1.5f, 0.25f, 1);
+        }
+    for (size_t s = 0; s < sizeof big_shapes / sizeof big_shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            const int *sh = big_shapes[s];
+            check_gemm(kernel, t & 1, t & 2, sh[0], sh[1], sh[2], 1.0f, 0.0f, 0);
+            check_gemm(kernel, t & 1, t & 2, sh[0], sh[1], sh[2], 2.0f, -1.0f, 5);
+        }
+}
+
+/* Runs fn for each kernel the CPU supports; returns how many ran. */
+static int for_each_kernel(void (*fn)(const char *)) {
+    int ran = 0;
+    for (int k = 0; k < N_KERNELS; k++) {
+        if (!tt_gemm_set_kernel(kernel_names[k])) {
+            printf("  kernel %s: not supported by this CPU, skipped\n", kernel_names[k]);
+            continue;
+        }
+        ck_assert_str_eq(tt_gemm_kernel(), kernel_names[k]);
+        fn(kernel_names[k]);
+        printf("  kernel %s: ok\n", kernel_names[k]);
+        ran++;
+    }
+    tt_gemm_set_kernel(NULL);
+    return ran;
+}
+
+START_TEST(test_gemm_matches_reference_every_kernel) {
+    ck_assert_int_ge(for_each_kernel(check_all), 1);
+}
+END_TEST
+
+/* One C element by element: row-major, op(A) = A^T reads columns, and the beta-scaling. */
+START_TEST(test_gemm_small_by_hand) {
+    /* A [2,3], B [3,2]: A@B = [[1*1+2*3+3*5, 1*2+2*4+3*6], [4*1+5*3+6*5, 4*2+5*4+6*6]] */
+    float A[] = {1, 2, 3, 4, 5, 6}, B[] = {1, 2, 3, 4, 5, 6};
+    float C[4] = {1, 1, 1, 1};
+    tt_gemm(false, false, 2, 2, 3, 1.0f, A, 3, B, 2, 10.0f, C, 2);
+    float want[] = {22 + 10, 28 + 10, 49 + 10, 64 + 10};
+    ck_assert_float_eq(tt_test_maxdiff(C, want, 4), 0.0f);
+    /* trans_a: A stored [3,2] = [[1,2],[3,4],[5,6]], op(A) = [[1,3,5],[2,4,6]]; times B */
+    tt_gemm(true, false, 2, 2, 3, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    float want_t[] = {1 * 1 + 3 * 3 + 5 * 5, 1 * 2 + 3 * 4 + 5 * 6, 2 * 1 + 4 * 3 + 6 * 5,
+                      2 * 2 + 4 * 4 + 6 * 6};
+    ck_assert_float_eq(tt_test_maxdiff(C, want_t, 4), 0.0f);
+}
+END_TEST
+
+static void check_special_values(const char *kernel) {
+    /* beta = 0 overwrites NaN garbage; alpha = 0 and K = 0 only scale C by beta and do not
+     * read A or B (NaN there must not matter) */
+    enum { M = 70, N = 90, K = 40 }; /* large enough for the packed path */
+    float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+    float *C = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; i++) A[i] = 1.0f;
+    for (int i = 0; i < K * N; i++) B[i] = 0.5f;
+    for (int i = 0; i < M * N; i++) C[i] = NAN;
+    tt_gemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    for (int i = 0; i < M * N; i++) ck_assert_msg(C[i] == 20.0f, "%s: C[%d] = %g", kernel, i, C[i]);
+    for (int i = 0; i < M * K; i++) A[i] = NAN;
+    tt_gemm(false, false, M, N, K, 0.0f, A, K, B, N, 0.5f, C, N);
+    for (int i = 0; i < M * N; i++) ck_assert_float_eq(C[i], 10.0f);
+    tt_gemm(false, true, M, N, 0, 1.0f, A, 1, B, 1, 2.0f, C, N);
+    for (int i = 0; i < M * N; i++) ck_assert_float_eq(C[i], 20.0f);
+    tt_gemm(false, true, M, N, 0, 1.0f, A, 1, B, 1, 0.0f, C, N);
+    for (int i = 0; i < M * N; i++) ck_assert_float_eq(C[i], 0.0f);
+    /* M = 0 or N = 0: nothing happens, nothing is read */
+    tt_gemm(false, false, 0, N, K, 1.0f, NULL, K, NULL, N, 0.0f, C, N);
+    tt_gemm(false, false, M, 0, K, 1.0f, NULL, K, NULL, 1, 0.0f, C, 1);
+    ck_assert_float_eq(C[0], 0.0f);
+    free(A);
+    free(B);
+    free(C);
+}
+
+START_TEST(test_gemm_special_values) { for_each_kernel(check_special_values); }
+END_TEST
+
+/* Results must not depend on the number of threads: each element of C is computed by one
+ * thread over the same k order. Sizes are large enough to be split (>= 2^22 multiply-adds),
+ * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices. */
+static void check_thread_invariance(const char *kernel) {
+#ifdef _OPENMP
+    static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400}, {100, 90, 900}};
+    int saved = omp_get_max_threads();
+    tt_rng r;
+    tt_rng_seed(&r, 42);
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int M = sz[s][0], N = sz[s][1], K = sz[s][2];
+            mat A = ta ? mat_new(K, M, 0, &r) : mat_new(M, K, 0, &r);
+            mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+            float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+            for (int i = 0; i < M * N; i++) c1[i] = c2[i] = (float)(i % 7) - 3.0f;
+            omp_set_num_threads(1);
+            tt_gemm(ta, tb, M, N, K, 0.75f, A.v, A.ld, B.v, B.ld, 0.5f, c1, N);
+            omp_set_num_threads(2);
+            tt_gemm(ta, tb, M, N, K, 0.75f, A.v, A.ld, B.v, B.ld, 0.5f, c2, N);
+            ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * N) == 0,
+                          "%s: %c%c %dx%dx%d differs between 1 and 2 threads (max diff %g)",
+                          kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K,
+                          tt_test_maxdiff(c1, c2, (size_t)M * N));
+            free(A.v);
+            free(B.v);
+            free(c1);
+            free(c2);
+        }
+    omp_set_num_threads(saved);
+#else
+    (void)kernel;
+    printf("  built without OpenMP: thread invariance is trivial\n");
+#endif
+}
+
+START_TEST(test_gemm_bit_identical_1_and_2_threads) { for_each_kernel(check_thread_invariance); }
+END_TEST
+
+START_TEST(test_gemm_env_selects_kernel) {
+    /* TT_GEMM is read when the kernel is (re)chosen; unknown names fall back to auto */
+    setenv("TT_GEMM", "generic", 1);
+    tt_gemm_set_kernel(NULL);
+    ck_assert_str_eq(tt_gemm_kernel(), "generic");
+    setenv("TT_GEMM", "no-such-kernel", 1);
+    tt_gemm_set_kernel(NULL);
+    const char *fallback = tt_gemm_kernel();
+    tt_gemm_set_kernel("auto");
+    ck_assert_str_eq(fallback, tt_gemm_kernel());
+    ck_assert(!tt_gemm_set_kernel("sse9"));
+    ck_assert_str_eq(fallback, tt_gemm_kernel());
+    unsetenv("TT_GEMM");
+    tt_gemm_set_kernel(NULL);
+    printf("  automatic kernel on this CPU: %s\n", tt_gemm_kernel());
+}
+END_TEST
+
+START_TEST(test_gemm_bad_arguments) {
+    float x[16] = {0};
+    TT_EXPECT_ERROR(tt_gemm(false, false, 4, 4, 4, 1.0f, x, 3, x, 4, 0.0f, x, 4),
+                    "gemm: leading dimension too small: lda=3");
+    TT_EXPECT_ERROR(tt_gemm(true, false, 2, 4, 2, 1.0f, x, 2, x, 4, 0.0f, x, 3),
+                    "ldc=3 (C 2x4)");
+    TT_EXPECT_ERROR(tt_gemm(false, false, -1, 4, 4, 1.0f, x, 4, x, 4, 0.0f, x, 4),
+                    "gemm: negative size M=-1");
+}
+END_TEST
+
+static Suite *gemm_suite(void) {
+    Suite *s = suite_create("gemm");
+    TCase *tc = tcase_create("gemm");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_gemm_small_by_hand);
+    tcase_add_test(tc, test_gemm_matches_reference_every_kernel);
+    tcase_add_test(tc, test_gemm_special_values);
+    tcase_add_test(tc, test_gemm_bit_identical_1_and_2_threads);
+    tcase_add_test(tc, test_gemm_env_selects_kernel);
+    tcase_add_test(tc, test_gemm_bad_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TT_TEST_MAIN(gemm_suite)

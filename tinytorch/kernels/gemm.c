@@ -1,0 +1,536 @@
+/* gemm.c - C = alpha * op(A) @ op(B) + beta * C, row-major (see gemm.h).
+ *
+ * The classic Goto/BLIS scheme. For each column panel jc of C (NC wide) and each slice pc
+ * of the shared dimension (KC deep):
+ *
+ *   pack op(B)[pc:pc+KC, jc:jc+NC] into slivers of NR columns, k-major   (lives in L3)
+ *   for each row block ic of C (MC tall):
+ *     pack op(A)[ic:ic+MC, pc:pc+KC] into panels of MR rows, k-major    (lives in L2)
+ *     for each sliver jr, for each panel ir:                          (sliver in L1)
+ *       micro-kernel: an MR x NR tile of C += A-panel @ B-sliver, kept in registers
+ *
+ * Packing makes both operands contiguous in exactly the order the micro-kernel reads
+ * them, so the four transpose combinations differ only in the packing routines. Ragged
+ * edges are zero-padded in the packed buffers; the micro-kernel then computes a full
+ * tile and stores only the valid m x n corner (masked stores).
+ *
+ * Per element of C the arithmetic is: acc = sum over k in the KC slice (in k order, one
+ * FMA chain), then C = alpha*acc + beta*C for the first slice and C = alpha*acc + C for
+ * the others. That sequence depends only on K and KC, never on how rows and columns are
+ * split into blocks or between threads, which is what makes the result independent of the
+ * thread count.
+ */
+#include "gemm.h"
+
+#include "../internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define GEMM_X86 1
+#include <immintrin.h>
+#define TARGET_AVX512 __attribute__((target("avx512f,fma")))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GEMM_X86 0
+#endif
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* A micro-kernel multiplies a packed MR x kc panel of A (a[k*MR + r]) by a packed kc x NR
+ * sliver of B (b[k*NR + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
+ *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)        */
+typedef void (*ukernel_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
+                           int m, int n, float alpha, float beta);
+/* Pack one MR-row panel of op(A) (rows m <= MR, kc columns) / one NR-column sliver of
+ * op(B) (kc rows, n <= NR columns). src points at the panel's first element of op(X). */
+typedef void (*pack_fn)(bool trans, int mn, int kc, const float *src, size_t ld, float *dst);
+
+typedef struct gemm_kernel {
+    const char *name;
+    int mr, nr;         /* register tile                                              */
+    int mc, kc, nc;     /* cache blocks; mc is a multiple of mr, nc of nr             */
+    ukernel_fn ukernel;
+    pack_fn pack_a, pack_b;
+} gemm_kernel;
+
+/* ---- packing (shared templates, instantiated per tile size) ------------------------ */
+
+/* Panel of MR rows of op(A): dst[k*MR + r] = op(A)[r][k], rows m..MR-1 zero.
+ * Not transposed: op(A)[r][k] = src[r*ld + k]; transposed: src[k*ld + r]. */
+static ALWAYS_INLINE void pack_a_tpl(const int MR, bool trans, int m, int kc, const float *src,
+                                     size_t ld, float *restrict dst) {
+    if (trans) {
+        for (int k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            float *d = dst + (size_t)k * MR;
+            if (m == MR)
+                for (int r = 0; r < MR; r++) d[r] = s[r];
+            else
+                for (int r = 0; r < MR; r++) d[r] = r < m ? s[r] : 0.0f;
+        }
+        return;
+    }
+    if (m < MR) {
+        for (int k = 0; k < kc; k++)
+            for (int r = 0; r < MR; r++) dst[(size_t)k * MR + r] = r < m ? src[r * ld + k] : 0.0f;
+        return;
+    }
+    /* rows are contiguous in k: read 8 columns of each row, write 8 k-steps */
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        for (int r = 0; r < MR; r++) {
+            const float *s = src + r * ld + k;
+            float *d = dst + (size_t)k * MR + r;
+            for (int u = 0; u < 8; u++) d[u * MR] = s[u];
+        }
+    }
+    for (; k < kc; k++)
+        for (int r = 0; r < MR; r++) dst[(size_t)k * MR + r] = src[r * ld + k];
+}
+
+/* Sliver of NR columns of op(B): dst[k*NR + j] = op(B)[k][j], columns n..NR-1 zero.
+ * Not transposed: op(B)[k][j] = src[k*ld + j]; transposed: src[j*ld + k]. */
+static ALWAYS_INLINE void pack_b_tpl(const int NR, bool trans, int n, int kc, const float *src,
+                                     size_t ld, float *restrict dst) {
+    if (!trans) {
+        for (int k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            float *d = dst + (size_t)k * NR;
+            if (n == NR)
+                for (int j = 0; j < NR; j++) d[j] = s[j];
+            else
+                for (int j = 0; j < NR; j++) d[j] = j < n ? s[j] : 0.0f;
+        }
+        return;
+    }
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        for (int j = 0; j < NR; j++) {
+            float *d = dst + (size_t)k * NR + j;
+            if (j < n) {
+                const float *s = src + j * ld + k;
+                for (int u = 0; u < 8; u++) d[u * NR] = s[u];
+            } else {
+                for (int u = 0; u < 8; u++) d[u * NR] = 0.0f;
+            }
+        }
+    }
+    for (; k < kc; k++)
+        for (int j = 0; j < NR; j++) dst[(size_t)k * NR + j] = j < n ? src[j * ld + k] : 0.0f;
+}
+
+/* ---- portable micro-kernel (4 x 8: 8 SSE registers of accumulators at -O2) ----------- */
+enum { GEN_MR = 4, GEN_NR = 8 };
+
+static void ukernel_generic(int kc, const float *restrict a, const float *restrict b,
+                            float *restrict c, size_t ldc, int m, int n, float alpha,
+                            float beta) {
+    float acc[GEN_MR][GEN_NR] = {{0}};
+    for (int k = 0; k < kc; k++, a += GEN_MR, b += GEN_NR)
+#pragma GCC unroll 4
+        for (int r = 0; r < GEN_MR; r++)
+#pragma GCC unroll 8
+            for (int j = 0; j < GEN_NR; j++) acc[r][j] += a[r] * b[j];
+    for (int r = 0; r < m; r++) {
+        float *cr = c + r * ldc;
+        for (int j = 0; j < n; j++) {
+            float x = alpha * acc[r][j];
+            cr[j] = beta == 0.0f ? x : x + beta * cr[j];
+        }
+    }
+}
+static void pack_a_generic(bool t, int m, int kc, const float *s, size_t ld, float *d) {
+    pack_a_tpl(GEN_MR, t, m, kc, s, ld, d);
+}
+static void pack_b_generic(bool t, int n, int kc, const float *s, size_t ld, float *d) {
+    pack_b_tpl(GEN_NR, t, n, kc, s, ld, d);
+}
+
+#if GEMM_X86
+/* ---- AVX-512 micro-kernel: 14 x 32 -------------------------------------------------------
+ * 28 zmm accumulators (14 rows x 2 vectors of 16 columns) + 2 for the B row; each A value
+ * is broadcast straight from memory into the FMA ({1to16} operand). Per k: 2 loads, 28
+ * FMAs, i.e. 14 cycles on two 512-bit FMA pipes. */
+#ifndef AVX512_MR
+#define AVX512_MR 14
+#endif
+#ifndef AVX512_NV
+#define AVX512_NV 2
+#endif
+enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
+
+TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
+                                         float *restrict c, size_t ldc, int m, int n,
+                                         float alpha, float beta) {
+    __m512 acc[A5_MR][A5_NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < A5_MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < A5_NV; v++) acc[r][v] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int r = 0; r < A5_MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+
+    for (int k = 0; k < kc; k++) {
+        __m512 bv[A5_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < A5_NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 16
+        for (int r = 0; r < A5_MR; r++) {
+            __m512 ar = _mm512_set1_ps(a[r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < A5_NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+        }
+        a += A5_MR;
+        b += A5_NR;
+    }
+
+    __mmask16 mask[A5_NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < A5_NV; v++) {
+        int rem = n - 16 * v;
+        mask[v] = rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? 0 : (__mmask16)((1u << rem) - 1);
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+    for (int r = 0; r < A5_MR; r++) {
+        if (r >= m) break;
+        float *cr = c + r * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < A5_NV; v++) {
+            __m512 x;
+            if (beta == 0.0f) {
+                x = _mm512_mul_ps(va, acc[r][v]);
+            } else {
+                __m512 old = _mm512_maskz_loadu_ps(mask[v], cr + 16 * v);
+                if (beta != 1.0f) old = _mm512_mul_ps(vb, old);
+                x = _mm512_fmadd_ps(va, acc[r][v], old);
+            }
+            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
+        }
+    }
+}
+TARGET_AVX512 static void pack_a_avx512(bool t, int m, int kc, const float *s, size_t ld,
+                                        float *d) {
+    pack_a_tpl(A5_MR, t, m, kc, s, ld, d);
+}
+TARGET_AVX512 static void pack_b_avx512(bool t, int n, int kc, const float *s, size_t ld,
+                                        float *d) {
+    pack_b_tpl(A5_NR, t, n, kc, s, ld, d);
+}
+
+/* ---- AVX2 micro-kernel: 6 x 16 (12 ymm accumulators) ------------------------------------ */
+enum { A2_MR = 6, A2_NR = 16 };
+
+TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, const float *restrict b,
+                                     float *restrict c, size_t ldc, int m, int n, float alpha,
+                                     float beta) {
+    __m256 acc[A2_MR][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < A2_MR; r++) {
+            __m256 ar = _mm256_broadcast_ss(a + r);
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+        a += A2_MR;
+        b += A2_NR;
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (m == A2_MR && n == A2_NR) {
+#pragma GCC unroll 8
+        for (int r = 0; r < A2_MR; r++) {
+            float *cr = c + r * ldc;
+            for (int v = 0; v < 2; v++) {
+                __m256 x;
+                if (beta == 0.0f) {
+                    x = _mm256_mul_ps(va, acc[r][v]);
+                } else {
+                    __m256 old = _mm256_loadu_ps(cr + 8 * v);
+                    if (beta != 1.0f) old = _mm256_mul_ps(vb, old);
+                    x = _mm256_fmadd_ps(va, acc[r][v], old);
+                }
+                _mm256_storeu_ps(cr + 8 * v, x);
+            }
+        }
+        return;
+    }
+    /* ragged tile: the same operations one float at a time (fmaf is the same single
+     * rounding as the vector FMA, so edge elements match interior ones bit for bit) */
+    float t[A2_MR][A2_NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < A2_MR; r++) {
+        _mm256_storeu_ps(t[r], acc[r][0]);
+        _mm256_storeu_ps(t[r] + 8, acc[r][1]);
+    }
+    for (int r = 0; r < m; r++) {
+        float *cr = c + r * ldc;
+        for (int j = 0; j < n; j++) {
+            if (beta == 0.0f)
+                cr[j] = alpha * t[r][j];
+            else
+                cr[j] = fmaf(alpha, t[r][j], beta == 1.0f ? cr[j] : beta * cr[j]);
+        }
+    }
+}
+TARGET_AVX2 static void pack_a_avx2(bool t, int m, int kc, const float *s, size_t ld, float *d) {
+    pack_a_tpl(A2_MR, t, m, kc, s, ld, d);
+}
+TARGET_AVX2 static void pack_b_avx2(bool t, int n, int kc, const float *s, size_t ld, float *d) {
+    pack_b_tpl(A2_NR, t, n, kc, s, ld, d);
+}
+#endif /* GEMM_X86 */
+
+/* ---- kernel table and selection ----------------------------------------------------------- */
+#ifndef AVX512_MC
+#define AVX512_MC (A5_MR * 36) /* A block 504 x 384 floats = 774 KB of a 1 MB L2 */
+#endif
+#ifndef AVX512_KC
+#define AVX512_KC 384 /* B sliver 384 x 32 floats = 48 KB */
+#endif
+#ifndef AVX512_NC
+#define AVX512_NC 4096 /* B panel 384 x 4096 floats = 6 MB of L3 */
+#endif
+
+enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
+static const gemm_kernel g_kernels[K_COUNT] = {
+    [K_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_MR * 32, 256, 2048, ukernel_generic,
+                   pack_a_generic, pack_b_generic},
+#if GEMM_X86
+    [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
+                pack_b_avx2},
+    [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
+                  pack_a_avx512, pack_b_avx512},
+#endif
+};
+
+static bool kernel_supported(int k) {
+    if (k == K_GENERIC) return true;
+#if GEMM_X86
+    __builtin_cpu_init();
+    if (k == K_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (k == K_AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+    return false;
+}
+
+static int kernel_by_name(const char *name) {
+    for (int k = 0; k < K_COUNT; k++)
+        if (g_kernels[k].name && strcmp(name, g_kernels[k].name) == 0) return k;
+    return -1;
+}
+
+static int best_kernel(void) {
+    for (int k = K_COUNT - 1; k > 0; k--)
+        if (kernel_supported(k)) return k;
+    return K_GENERIC;
+}
+
+static atomic_int g_kernel = -1; /* index into g_kernels; -1 until the first call */
+
+static int current_kernel(void) {
+    int k = atomic_load_explicit(&g_kernel, memory_order_relaxed);
+    if (k >= 0) return k;
+    k = best_kernel();
+    const char *env = getenv("TT_GEMM");
+    if (env && *env && strcmp(env, "auto") != 0) {
+        int want = kernel_by_name(env);
+        if (want >= 0 && kernel_supported(want)) k = want;
+    }
+    atomic_store_explicit(&g_kernel, k, memory_order_relaxed);
+    return k;
+}
+
+const char *tt_gemm_kernel(void) { return g_kernels[current_kernel()].name; }
+
+bool tt_gemm_set_kernel(const char *name) {
+    if (!name) { /* back to the default: TT_GEMM is read again at the next call */
+        atomic_store_explicit(&g_kernel, -1, memory_order_relaxed);
+        return true;
+    }
+    int k = strcmp(name, "auto") == 0 ? best_kernel() : kernel_by_name(name);
+    if (k < 0 || !kernel_supported(k)) return false;
+    atomic_store_explicit(&g_kernel, k, memory_order_relaxed);
+    return true;
+}
+
+/* ---- pack buffers: thread-local, grown on demand, kept for the next call ---------------- */
+typedef struct pack_buf {
+    float *p;
+    size_t n; /* floats */
+} pack_buf;
+static _Thread_local pack_buf tls_a, tls_b;
+
+static float *pack_buf_get(pack_buf *b, size_t n) {
+    if (b->n < n) {
+        free(b->p);
+        b->p = tt_xmalloc(n * sizeof(float)); /* 64-byte aligned */
+        b->n = n;
+    }
+    return b->p;
+}
+
+/* ---- the blocked driver -------------------------------------------------------------------- */
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+/* Pointer to element (i, k) of op(X) where X is stored with row stride ld. */
+static inline const float *op_at(const float *X, bool trans, size_t ld, int i, int k) {
+    return trans ? X + (size_t)k * ld + i : X + (size_t)i * ld + k;
+}
+
+static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                        float *C, size_t ldc, int nthreads) {
+    const int MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int NC = imin(kr->nc, ceil_div(N, NR) * NR);
+
+    /* Row blocks: M is cut into MR-row units, grouped into nbm blocks of about mc rows;
+     * nbm is rounded up to a multiple of the thread count so threads get equal shares.
+     * If there are fewer blocks than threads, column slivers are split as well (the A
+     * block is then packed by each thread that needs it). */
+    int m_units = ceil_div(M, MR);
+    int nbm = ceil_div(m_units, kr->mc / MR);
+    if (nthreads > 1) nbm = ceil_div(nbm, nthreads) * nthreads;
+    nbm = imin(nbm, m_units);
+    int nbn = nbm < nthreads ? ceil_div(nthreads, nbm) : 1;
+    int block_rows = ceil_div(m_units, nbm) * MR;
+
+    float *bbuf = pack_buf_get(&tls_b, (size_t)KC * NC);
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        float *abuf = pack_buf_get(&tls_a, (size_t)block_rows * KC);
+        for (int jc = 0; jc < N; jc += NC) {
+            int nc = imin(NC, N - jc);
+            int n_slivers = ceil_div(nc, NR);
+            for (int pc = 0; pc < K; pc += KC) {
+                int kc = imin(KC, K - pc);
+                float bet = pc == 0 ? beta : 1.0f;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int s = 0; s < n_slivers; s++)
+                    kr->pack_b(tb, imin(NR, nc - s * NR), kc, op_at(B, tb, ldb, pc, jc + s * NR),
+                               ldb, bbuf + (size_t)s * NR * kc);
+                /* (implicit barrier: B is packed) */
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int item = 0; item < nbm * nbn; item++) {
+                    int bm = item / nbn, bn = item % nbn;
+                    int i0 = (int)((long long)bm * m_units / nbm) * MR;
+                    int i1 = imin(M, (int)((long long)(bm + 1) * m_units / nbm) * MR);
+                    int s0 = (int)((long long)bn * n_slivers / nbn);
+                    int s1 = (int)((long long)(bn + 1) * n_slivers / nbn);
+                    if (i0 >= i1 || s0 >= s1) continue;
+                    int n_panels = ceil_div(i1 - i0, MR);
+                    for (int q = 0; q < n_panels; q++) {
+                        int i = i0 + q * MR;
+                        kr->pack_a(ta, imin(MR, i1 - i), kc, op_at(A, ta, lda, i, pc), lda,
+                                   abuf + (size_t)q * MR * kc);
+                    }
+                    for (int s = s0; s < s1; s++) {
+                        int j = jc + s * NR;
+                        const float *bp = bbuf + (size_t)s * NR * kc;
+                        for (int q = 0; q < n_panels; q++) {
+                            int i = i0 + q * MR;
+                            kr->ukernel(kc, abuf + (size_t)q * MR * kc, bp, C + (size_t)i * ldc + j,
+                                        ldc, imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet);
+                        }
+                    }
+                }
+                /* (implicit barrier: nobody still reads B before it is repacked) */
+            }
+        }
+    }
+}
+
+/* Small products: no packing, plain loops (the rows of op(B) or of B are read in order). */
+static void gemm_small(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
+                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        if (tb) {
+            /* C[i][j] = alpha * sum_k op(A)[i][k] * B[j][k] + beta * C[i][j] */
+            for (int j = 0; j < N; j++) {
+                const float *bj = B + (size_t)j * ldb;
+                float s = 0.0f;
+                if (ta)
+                    for (int k = 0; k < K; k++) s += A[(size_t)k * lda + i] * bj[k];
+                else
+                    for (int k = 0; k < K; k++) s += A[(size_t)i * lda + k] * bj[k];
+                ci[j] = beta == 0.0f ? alpha * s : alpha * s + beta * ci[j];
+            }
+        } else {
+            /* C[i][:] = beta * C[i][:] + sum_k (alpha * op(A)[i][k]) * B[k][:] */
+            if (beta == 0.0f)
+                for (int j = 0; j < N; j++) ci[j] = 0.0f;
+            else if (beta != 1.0f)
+                for (int j = 0; j < N; j++) ci[j] *= beta;
+            for (int k = 0; k < K; k++) {
+                float aik = alpha * *op_at(A, ta, lda, i, k);
+                const float *bk = B + (size_t)k * ldb;
+                for (int j = 0; j < N; j++) ci[j] += aik * bk[j];
+            }
+        }
+    }
+}
+
+/* Below this many multiply-adds a parallel region costs more than it saves. */
+#define GEMM_PAR_MIN (1LL << 21)
+#define GEMM_SMALL (32LL * 32 * 32)
+
+void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    tt_src here = {__FILE__, __LINE__};
+    if (M < 0 || N < 0 || K < 0)
+        tt_error_at(here, "gemm", "negative size M=%d N=%d K=%d", M, N, K);
+    if (M == 0 || N == 0) return;
+    int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    if (ldc < N || lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1))
+        tt_error_at(here, "gemm",
+                    "leading dimension too small: lda=%d (op(A) %dx%d%s), ldb=%d (op(B) %dx%d%s), "
+                    "ldc=%d (C %dx%d)",
+                    lda, M, K, trans_a ? ", transposed" : "", ldb, K, N,
+                    trans_b ? ", transposed" : "", ldc, M, N);
+    if (!C || (K > 0 && alpha != 0.0f && (!A || !B)))
+        tt_error_at(here, "gemm", "NULL matrix pointer");
+
+    if (K == 0 || alpha == 0.0f) { /* C = beta * C, A and B not read */
+        for (int i = 0; i < M; i++) {
+            float *ci = C + (size_t)i * ldc;
+            for (int j = 0; j < N; j++) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+        }
+        return;
+    }
+    long long work = (long long)M * N * K;
+    if (work < GEMM_SMALL || M < 2 || N < 2) {
+        gemm_small(trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C,
+                   (size_t)ldc);
+        return;
+    }
+    int nthreads = 1;
+#ifdef _OPENMP
+    if (work >= GEMM_PAR_MIN && !omp_in_parallel()) {
+        nthreads = omp_get_max_threads();
+        long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
+        if (nthreads > cap) nthreads = (int)cap;
+    }
+#endif
+    gemm_packed(&g_kernels[current_kernel()], trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B,
+                (size_t)ldb, beta, C, (size_t)ldc, nthreads);
+}

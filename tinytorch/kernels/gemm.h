@@ -1,0 +1,45 @@
+/* gemm.h - single-precision matrix multiply, the kernel under tt_matmul.
+ *
+ *     C = alpha * op(A) @ op(B) + beta * C          (row-major throughout)
+ *
+ * op(A) is M x K: A itself when trans_a is false (A[i*lda + k]), A^T when it is true
+ * (A is then K x M, element (i, k) at A[k*lda + i]). Likewise op(B) is K x N: B[k*ldb + j]
+ * or, with trans_b, B[j*ldb + k]. C is M x N with row stride ldc. The leading dimensions
+ * are the row strides of the matrices as stored (at least their number of columns).
+ *
+ * beta == 0 overwrites C without reading it (C may hold NaN or uninitialised memory);
+ * alpha == 0 or K == 0 only scales C by beta. M == 0 or N == 0 does nothing.
+ *
+ * How it works: panels of op(A) and op(B) are packed into contiguous, aligned buffers
+ * (thread-local, reused from call to call) and multiplied tile by tile by a register-
+ * blocked micro-kernel: AVX-512 (14 x 32 tile) or AVX2+FMA (6 x 16) when the CPU has
+ * them (checked at run time; the library needs no -march flag), else portable C.
+ * Small products (M*N*K < 32^3) skip packing and use a direct loop.
+ *
+ * Threads: with OpenMP, large products are split over blocks of rows or columns of C
+ * (up to OMP_NUM_THREADS threads; called from inside a parallel region it runs on the
+ * calling thread only). Every element of C is computed by one thread, summing over k in
+ * the same order whatever the thread count, so the result is bit-identical for any
+ * number of threads. Different kernels (AVX-512 / AVX2 / generic) round differently.
+ *
+ * Environment: TT_GEMM=generic|avx2|avx512 forces a kernel (read at the first call);
+ * an unavailable choice falls back to the automatic one.
+ */
+#ifndef TT_KERNELS_GEMM_H
+#define TT_KERNELS_GEMM_H
+
+#include <stdbool.h>
+
+void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
+const char *tt_gemm_kernel(void);
+
+/* Select a kernel by name: "avx512", "avx2", "generic", or "auto" (the best the CPU
+ * supports); NULL returns to the default (TT_GEMM, read again at the next call, else
+ * "auto"). Returns false, changing nothing, if the name is unknown or the CPU lacks the
+ * instructions. For tests and benchmarks; not while another thread is inside tt_gemm. */
+bool tt_gemm_set_kernel(const char *name);
+
+#endif
