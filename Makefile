@@ -82,13 +82,9 @@ examples: $(EXAMPLE_BIN)
 
 tests: $(TEST_BIN)
 
-# Each suite is its own program; run them all, fail if any fails.
+# Each suite is its own program; run them all and print one closing line of totals.
 check: lib examples $(TEST_BIN)
-	@fail=0; for t in $(TEST_BIN); do \
-	  echo "== $$t"; TT_BUILD=$(BUILD) $(TEST_ENV) $$t || fail=1; \
-	done; \
-	if [ $$fail -ne 0 ]; then echo "make check: FAILED"; exit 1; fi; \
-	echo "make check: all suites passed"
+	@TT_BUILD=$(BUILD) TT_TEST_ENV="$(TEST_ENV)" TT_TEST_PREFIX="$(TEST_PREFIX)" tests/run_suites.sh $(TEST_BIN)
 
 debug:
 	$(MAKE) BUILD=build-debug OPT="-O0 -g3" all tests
@@ -100,7 +96,7 @@ sanitize:
 
 valgrind:
 	$(MAKE) BUILD=build-valgrind OPT="-O1" OPENMP=0 \
-	  TEST_ENV="CK_FORK=no valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" check
+	  TEST_ENV="CK_FORK=no" TEST_PREFIX="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect" check
 
 # BENCH_CONFIGS="toy small medium", BENCH_THREADS="1 2", BENCH_TORCH=0: see bench/README.md
 bench: lib examples
@@ -115,5 +111,37 @@ install: lib
 
 clean:
 	rm -rf build build-debug build-sanitize build-valgrind
+
+# ---- fuzzing (tests/fuzz/README.md) ---------------------------------------------------
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="json safetensors"]: build every harness
+# tests/fuzz/fuzz_<name>.c with clang -fsanitize=fuzzer,address,undefined into
+# $(BUILD)-fuzz/ and run each for FUZZ_SECONDS on tests/fuzz/corpus/<name>/ and
+# tests/fuzz/regressions/<name>/ (new inputs go to $(BUILD)-fuzz/fuzz/corpus-<name>/,
+# crashes to $(BUILD)-fuzz/fuzz/crash-<name>-*). `make check` replays both directories.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   ?= -close_fd_mask=3 -max_len=4096 -timeout=10 -rss_limit_mb=2048
+FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_EX_OBJ   = $(BUILD)/examples/deepseek/flags.o $(BUILD)/examples/deepseek/corpus.o
+.PHONY: fuzz fuzz-build
+fuzz:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)-fuzz CC=$(FUZZ_CC) OPENMP=0 \
+	  OPT="-O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	  FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz-build
+	@for n in $(FUZZ_TARGETS); do \
+	  d=$(BUILD)-fuzz/fuzz; mkdir -p $$d/corpus-$$n tests/fuzz/corpus/$$n tests/fuzz/regressions/$$n; \
+	  dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+	  echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
+	  $$d/fuzz_$$n $(FUZZ_FLAGS) $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$$d/crash-$$n- $$d/corpus-$$n tests/fuzz/corpus/$$n \
+	    tests/fuzz/regressions/$$n || { echo "fuzz_$$n FAILED: the input is in $$d/crash-$$n-*;" \
+	    "copy it to tests/fuzz/regressions/$$n/"; exit 1; }; \
+	done
+fuzz-build: $(foreach n,$(FUZZ_TARGETS),$(BUILD)/fuzz/fuzz_$(n))
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_EX_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -Itinytorch -o $@ $< $(FUZZ_EX_OBJ) $(LIB) $(LDLIBS)
 
 -include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d)
