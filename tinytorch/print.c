@@ -1,6 +1,8 @@
 /* print.c - human-readable tensors and tapes (callable from gdb). */
 #include "internal.h"
 
+#include <stdlib.h>
+
 /* Print one axis of values recursively, numpy style, abbreviating long axes to their
  * first and last 3 entries when the tensor has more than 64 elements. */
 static void print_axis(FILE *f, const tt_tensor *t, const float *v, int axis, size_t offset,
@@ -94,9 +96,13 @@ void tt_tape_print(FILE *f) {
     }
 }
 
+/* Leaves are numbered in order of first use, so the output does not depend on
+ * addresses and two runs print the same graph. */
 void tt_tape_dot(FILE *f) {
     int n = tt_tape_len();
     char buf[TT_SHAPE_STR_LEN];
+    const tt_tensor **leaves = NULL;
+    int n_leaves = 0, cap = 0;
     fprintf(f, "digraph tape {\n  rankdir=LR;\n  node [fontname=\"monospace\", fontsize=10];\n");
     for (int i = 0; i < n; i++) {
         tt_node *node = tt_tape_node(i);
@@ -108,12 +114,23 @@ void tt_tape_dot(FILE *f) {
             int p = producer(in);
             if (p >= 0) {
                 fprintf(f, "  n%d -> n%d;\n", p, i);
-            } else {
-                fprintf(f, "  \"leaf_%p\" [shape=ellipse, label=\"%s\\n%s\"];\n", (void *)in,
-                        in->name[0] ? in->name : "leaf", tt_shape_str(in, buf));
-                fprintf(f, "  \"leaf_%p\" -> n%d;\n", (void *)in, i);
+                continue;
             }
+            int id = 0;
+            while (id < n_leaves && leaves[id] != in) id++;
+            if (id == n_leaves) {
+                if (n_leaves == cap) {
+                    cap = cap ? 2 * cap : 16;
+                    leaves = realloc(leaves, (size_t)cap * sizeof *leaves);
+                    if (!leaves) abort();
+                }
+                leaves[n_leaves++] = in;
+                fprintf(f, "  leaf%d [shape=ellipse, label=\"%s\\n%s\"];\n", id,
+                        in->name[0] ? in->name : "leaf", tt_shape_str(in, buf));
+            }
+            fprintf(f, "  leaf%d -> n%d;\n", id, i);
         }
     }
     fprintf(f, "}\n");
+    free(leaves);
 }
