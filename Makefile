@@ -73,8 +73,10 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_LIB_OBJ) $(LIB)
 
 # every non-main .c in an example directory is shared by that directory's programs
 example_common = $(filter-out $(EXAMPLE_MAINS),$(wildcard $(dir $(1))*.c))
+# (a function, so that no '%' in the rule below is taken for the stem: $$* is the stem)
+example_objs = $(patsubst %.c,$(BUILD)/%.o,$(call example_common,examples/$(1).c))
 .SECONDEXPANSION:
-$(BUILD)/examples/%: examples/%.c $$(patsubst %.c,$(BUILD)/%.o,$$(call example_common,examples/%.c)) $(LIB)
+$(BUILD)/examples/%: examples/%.c $$(call example_objs,$$*) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itinytorch -o $@ $< $(filter %.o,$^) $(LIB) $(LDLIBS)
 
@@ -145,3 +147,16 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_EX_OBJ) $(LIB
 	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -Itinytorch -o $@ $< $(FUZZ_EX_OBJ) $(LIB) $(LDLIBS)
 
 -include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d)
+
+# Documentation checks (part of make check): the tutorials quote what their companion
+# programs print (tests/check_tutorials.sh), every public symbol is in docs/api.md
+# (tests/check_api_docs.sh), and the gdb pretty-printer works on a -O0 -g3 build of
+# examples/tutorials/t08_gdb (tests/test_gdb.sh; TT_SKIP_GDB=1 skips it without gdb).
+.PHONY: check-docs
+check: check-docs
+check-docs: examples
+	@sh tests/check_tutorials.sh $(BUILD)
+	@sh tests/check_api_docs.sh
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/gdb OPT="-O0 -g3" EXTRA_CFLAGS= \
+	  LDLIBS_OMP="$(LDLIBS_OMP:-fsanitize%=)" $(BUILD)/gdb/examples/tutorials/t08_gdb >/dev/null
+	@sh tests/test_gdb.sh $(BUILD)/gdb/examples/tutorials/t08_gdb

@@ -1,0 +1,56 @@
+/* progress.c - timing and the progress line. */
+#include "progress.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+double progress_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *progress_hms(double seconds, char *buf, size_t n) {
+    if (!(seconds >= 0) || seconds > 1e7) {
+        snprintf(buf, n, "--");
+        return buf;
+    }
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", s / 60, s % 60);
+    return buf;
+}
+
+void progress_print(FILE *f, const progress_line *p) {
+    char eta[32];
+    int width = snprintf(NULL, 0, "%ld", p->total);
+    fprintf(f, "step %*ld/%ld | loss %.4f | ce %.4f | aux %.4f | lr %.2e | %6.0f tok/s | ETA %s\n",
+            width, p->step, p->total, p->loss, p->ce, p->aux, p->lr, p->tokens_per_s,
+            progress_hms(p->eta_s, eta, sizeof eta));
+    fflush(f);
+}
+
+FILE *progress_csv_open(const char *path, int append) {
+    FILE *f = fopen(path, append ? "a" : "w");
+    if (!f) {
+        fprintf(stderr, "error: cannot write --log file '%s': %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if (!append || ftell(f) == 0)
+        fprintf(f, "step,loss,ce,aux,lr,heldout,max_load,tokens_per_s,elapsed_s\n");
+    fflush(f);
+    return f;
+}
+
+void progress_csv_row(FILE *f, const progress_line *p, double heldout, double max_load,
+                      double elapsed_s) {
+    fprintf(f, "%ld,%.6f,%.6f,%.6f,%.6g,", p->step, p->loss, p->ce, p->aux, p->lr);
+    if (isnan(heldout)) fprintf(f, ","); else fprintf(f, "%.6f,", heldout);
+    if (isnan(max_load)) fprintf(f, ","); else fprintf(f, "%.4f,", max_load);
+    fprintf(f, "%.1f,%.3f\n", p->tokens_per_s, elapsed_s);
+    fflush(f);
+}

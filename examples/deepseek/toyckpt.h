@@ -1,0 +1,38 @@
+/* toyckpt.h - what train_toy adds to a tinytorch checkpoint, shared with generate.
+ *
+ * tt_checkpoint_save/load (io/checkpoint.h) store the parameters, the optimizer state,
+ * the step, the RNG and the model config. train_toy adds string metadata:
+ *   "tt.program"  "train_toy"
+ *   "train.*"     the run's settings (steps, batch, seq, lr, ...), so --resume needs no flags
+ *   "data.*"      kind ("synthetic" | "bytes"), seed, source, bytes, fnv1a: the data and
+ *                 its position (the sampler is a pure function of seed and step)
+ *   "tt.checksum" FNV-1a over every tensor's name and bytes (order-independent), so a
+ *                 flipped bit anywhere in the tensor data is reported, not trained on.
+ */
+#ifndef DS_TOYCKPT_H
+#define DS_TOYCKPT_H
+
+#include "io/checkpoint.h"
+#include "nn/deepseek.h"
+
+#include <stdint.h>
+
+#define TOYCKPT_PROGRAM "train_toy"
+
+uint64_t toyckpt_fnv1a(const void *bytes, size_t n, uint64_t h);
+#define TOYCKPT_FNV_INIT 0xcbf29ce484222325ull
+/* Sum over tensors of FNV-1a(name, data bytes): independent of the tensor order. */
+uint64_t toyckpt_checksum(int n, tt_tensor *const *tensors);
+
+/* Read and validate a checkpoint's header and metadata (tt_safetensors_load) and its
+ * model config. Returns 0, or -1 with a message in err naming the file. On success the
+ * caller owns *st (tt_safetensors_free). */
+int toyckpt_open(const char *path, tt_safetensors *st, tt_dsv3_config *cfg, char *err,
+                 size_t errlen);
+/* Compare the stored checksum with the tensors actually in the file: 0, or -1 + err. */
+int toyckpt_verify(const char *path, const tt_safetensors *st, char *err, size_t errlen);
+/* A required metadata value: the string, or NULL with "corrupt checkpoint ..." in err. */
+const char *toyckpt_meta(const char *path, const tt_safetensors *st, const char *key, char *err,
+                         size_t errlen);
+
+#endif

@@ -1,0 +1,628 @@
+/* train_toy.c - train the DeepSeek-V3 toy model (MLA attention + MoE) on a source whose
+ * entropy rate is known exactly, and watch it reach the floor.
+ *
+ *   ./build/examples/deepseek/train_toy                 the model card, then training
+ *   ./build/examples/deepseek/train_toy --aux-alpha 0   without the balance loss
+ *   ./build/examples/deepseek/train_toy --data FILE     any file, bytes as tokens
+ *   ./build/examples/deepseek/train_toy --help
+ *
+ * One step: a batch of windows (a pure function of seed and step, see corpus.h), the
+ * forward pass, loss = cross entropy + the layers' balance losses, backward, gradient
+ * clipping, an SGD (or AdamW) update with a warm-up + cosine learning rate.
+ * The held-out loss is the mean cross entropy over fresh windows of the source, on the
+ * positions that have their full context, so it is directly comparable with the floor.
+ */
+#include "corpus.h"
+#include "flags.h"
+#include "plot.h"
+#include "progress.h"
+#include "toyckpt.h"
+
+#include "tinytorch.h"
+#include "nn/deepseek.h"
+#include "optim/optim.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define EVAL_BATCHES 8 /* held-out windows: 8 batches of --batch windows, always the same */
+
+/* ---- options --------------------------------------------------------------------------- */
+typedef struct options {
+    int steps, batch, seq, stop_at, warmup, eval_every, print_every, threads;
+    int optim; /* 0 sgd, 1 adamw */
+    float lr, momentum, weight_decay, clip, aux_alpha;
+    int experts, topk, hidden, layers, heads, rank, seed;
+    const char *data, *save, *resume, *log, *plot;
+} options;
+
+static const char *optim_names[] = {"sgd", "adamw"};
+
+/* ---- the run's state ---------------------------------------------------------------------- */
+typedef struct run {
+    options o;
+    corpus data;
+    tt_dsv3 *model;
+    tt_optim *opt;
+    tt_lr_schedule sched;
+    long step;              /* steps done                                                */
+    tt_tensor *ids, *targets;
+    /* history for the plot */
+    int n_hist, n_eval;
+    double *hist_step, *hist_loss, *eval_step, *eval_loss, *eval_maxload; /* [.. * layers] */
+} run;
+
+typedef struct eval_result {
+    double ce;              /* mean cross entropy over the scored held-out positions      */
+    double *share;          /* [layers * experts] share of routed slots                   */
+    double *max_mean;       /* [layers] max load / mean load                              */
+    double *balance;        /* [layers] E * sum_i f_i P_i (1 = uniform)                    */
+} eval_result;
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "train_toy: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+/* ---- evaluation ------------------------------------------------------------------------------ */
+static void eval_alloc(eval_result *e, const tt_dsv3_config *c) {
+    e->share = calloc((size_t)c->n_layers * c->n_experts, sizeof *e->share);
+    e->max_mean = calloc((size_t)c->n_layers, sizeof *e->max_mean);
+    e->balance = calloc((size_t)c->n_layers, sizeof *e->balance);
+    if (!e->share || !e->max_mean || !e->balance) abort();
+}
+
+static void eval_free(eval_result *e) {
+    free(e->share);
+    free(e->max_mean);
+    free(e->balance);
+}
+
+static void fill_batch(run *r, corpus_split split, long step) {
+    corpus_batch(&r->data, split, step, r->o.batch, r->o.seq, tt_ids(r->ids), tt_ids(r->targets));
+}
+
+/* Cross entropy and expert load on the fixed held-out windows, in eval mode (no noise,
+ * no tape). Routing statistics: f_i = share of the N*K routed slots that went to expert
+ * i, P_i = mean router probability of i; max/mean = max_i f_i * E. */
+static void evaluate(run *r, eval_result *e) {
+    const tt_dsv3_config *c = &r->model->cfg;
+    const int L = c->n_layers, E = c->n_experts;
+    double ce = 0, *counts = calloc((size_t)L * E, sizeof *counts);
+    double *psum = calloc((size_t)L * E, sizeof *psum), n_tokens = 0;
+    if (!counts || !psum) abort();
+    r->model->training = false;
+    tt_no_grad_begin();
+    for (int b = 0; b < EVAL_BATCHES; b++) {
+        fill_batch(r, CORPUS_HELDOUT, b);
+        tt_dsv3_output out = tt_dsv3_forward(r->model, r->ids, NULL);
+        ce += tt_item(tt_cross_entropy(out.logits, r->targets, CORPUS_IGNORE));
+        for (int l = 0; l < L; l++) {
+            const tt_routing *rt = &out.routing[l];
+            for (int i = 0; i < E; i++) counts[l * E + i] += rt->counts[i];
+            for (int n = 0; n < rt->n_tokens; n++)
+                for (int i = 0; i < E; i++) psum[l * E + i] += rt->scores->data[(size_t)n * E + i];
+        }
+        n_tokens += out.routing[0].n_tokens;
+        tt_tape_reset();
+    }
+    tt_no_grad_end();
+    r->model->training = true;
+    e->ce = ce / EVAL_BATCHES;
+    for (int l = 0; l < L; l++) {
+        double total = 0, mx = 0, bal = 0;
+        for (int i = 0; i < E; i++) total += counts[l * E + i];
+        for (int i = 0; i < E; i++) {
+            double f = total > 0 ? counts[l * E + i] / total : 0;
+            e->share[l * E + i] = f;
+            if (f > mx) mx = f;
+            bal += f * psum[l * E + i] / n_tokens;
+        }
+        e->max_mean[l] = mx * E;
+        e->balance[l] = bal * E;
+    }
+    free(counts);
+    free(psum);
+}
+
+static double worst_max_mean(const eval_result *e, int layers) {
+    double w = 0;
+    for (int l = 0; l < layers; l++)
+        if (e->max_mean[l] > w) w = e->max_mean[l];
+    return w;
+}
+
+/* ---- printing ----------------------------------------------------------------------------------- */
+static void print_card(const run *r) {
+    const tt_dsv3_config *c = &r->model->cfg;
+    const size_t total = tt_dsv3_n_params(r->model), active = tt_dsv3_n_active_params(r->model);
+    printf("DeepSeek-V3 toy model (tinyTorch-C)\n");
+    printf("  vocabulary             %d%s\n", c->vocab, r->data.kind == CORPUS_BYTES ? " (bytes)" : "");
+    printf("  hidden                 %d\n", c->dim);
+    printf("  layers                 %d\n", c->n_layers);
+    printf("  heads                  %d (head dim %d)\n", c->n_heads, c->dim / c->n_heads);
+    printf("  MLA latent rank        %d (KV cache %d B/token instead of %d B for full K/V)\n",
+           c->rank, c->n_layers * c->rank * 4, 2 * c->n_layers * c->dim * 4);
+    printf("  experts                %d per layer, %d active per token (expert hidden %d)\n",
+           c->n_experts, c->top_k, c->expert_hidden);
+    printf("  positions              %d (learned)\n", c->max_seq);
+    printf("  parameters             %zu total\n", total);
+    printf("  activated parameters   %zu per token (%.1f%%)\n", active,
+           100.0 * (double)active / (double)total);
+}
+
+static void print_data(const run *r) {
+    const corpus *d = &r->data;
+    if (d->kind == CORPUS_SYNTHETIC) {
+        printf("data: synthetic source (seed %d): x_t is uniform over the 4 tokens c in\n"
+               "      x_{t-2} + [0, 8) (mod %d) whose colour (c >> 1) & 1 is the parity of x_{t-1}\n",
+               r->o.seed, d->vocab);
+        printf("  entropy rate (floor)   %.4f nats/token  = ln 4 (needs x_{t-2} and x_{t-1})\n", d->floor);
+        printf("  best bigram model      %.4f nats/token  = ln 50 (sees x_{t-1} only)\n", d->bigram);
+        printf("  best unigram model     %.4f nats/token\n", d->unigram);
+    } else {
+        printf("data: %s, %zu bytes (%zu train, %zu held out), bytes as tokens\n", d->source,
+               d->n, d->n_train, d->n - d->n_train);
+        printf("  unigram model          %.4f nats/token on held-out (add-one, fitted on train)\n",
+               d->unigram);
+        printf("  bigram model           %.4f nats/token on held-out (add-one, fitted on train)\n",
+               d->bigram);
+    }
+}
+
+static void print_training(const run *r) {
+    const options *o = &r->o;
+    printf("training: %s", optim_names[o->optim]);
+    if (o->optim == 0) printf(" (momentum %g)", o->momentum);
+    else printf(" (betas 0.9, 0.95, weight decay %g)", o->weight_decay);
+    printf(", lr %g (warm-up %d, cosine to %g), batch %d x %d tokens, %d steps,\n",
+           o->lr, r->sched.warmup_steps, r->sched.min_lr, o->batch, o->seq, o->steps);
+    printf("  balance loss alpha %g, grad clip %g, held-out every %d steps on %d x %d windows",
+           r->model->cfg.aux_alpha, o->clip, o->eval_every, EVAL_BATCHES, o->batch);
+#ifdef _OPENMP
+    printf(", %d thread%s", omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
+#endif
+    printf("\n");
+}
+
+static void print_load_table(const run *r, const eval_result *e) {
+    const tt_dsv3_config *c = &r->model->cfg;
+    const int E = c->n_experts;
+    printf("expert load on held-out data (share of the routed slots; uniform = %.1f%%):\n",
+           100.0 / E);
+    printf("  layer");
+    for (int i = 0; i < E; i++) printf("  expert %-2d", i);
+    printf("  max/mean  E*sum f*P\n");
+    for (int l = 0; l < c->n_layers; l++) {
+        printf("  %5d", l);
+        for (int i = 0; i < E; i++) printf("  %8.1f%%", 100.0 * e->share[l * E + i]);
+        printf("  %8.2f  %9.3f\n", e->max_mean[l], e->balance[l]);
+    }
+}
+
+/* ---- the plot ------------------------------------------------------------------------------------ */
+static void write_plot(const run *r, const eval_result *last) {
+    const tt_dsv3_config *c = &r->model->cfg;
+    const int L = c->n_layers;
+    double fx[2] = {r->n_hist ? r->hist_step[0] : 0, (double)r->step};
+    double floor_y[2] = {r->data.floor, r->data.floor}, bigram_y[2] = {r->data.bigram, r->data.bigram};
+    plot_series loss[4] = {
+        {"train loss (ce + aux)", "#9ecae1", r->n_hist, r->hist_step, r->hist_loss, PLOT_LINE},
+        {"held-out loss", "#08519c", r->n_eval, r->eval_step, r->eval_loss, PLOT_POINTS},
+        {r->data.kind == CORPUS_SYNTHETIC ? "bigram (exact)" : "bigram model", "#888", 2, fx,
+         bigram_y, PLOT_DASHED},
+        {"floor (entropy rate)", "#d62728", 2, fx, floor_y, PLOT_DASHED},
+    };
+    int n_loss = r->data.kind == CORPUS_SYNTHETIC ? 4 : 3;
+    /* max/mean load per layer over the evaluations, plus the uniform line at 1 */
+    plot_series *ls = calloc((size_t)L + 1, sizeof *ls);
+    double **y = calloc((size_t)L, sizeof *y), one[2] = {1, 1};
+    char (*labels)[32] = calloc((size_t)L, sizeof *labels);
+    if (!ls || !y || !labels) abort();
+    for (int l = 0; l < L; l++) {
+        y[l] = calloc((size_t)r->n_eval + 1, sizeof **y);
+        if (!y[l]) abort();
+        for (int k = 0; k < r->n_eval; k++) y[l][k] = r->eval_maxload[(size_t)k * L + l];
+        snprintf(labels[l], sizeof labels[l], "layer %d", l);
+        ls[l] = (plot_series){labels[l], NULL, r->n_eval, r->eval_step, y[l], PLOT_POINTS};
+    }
+    ls[L] = (plot_series){"uniform", "#000", 2, fx, one, PLOT_DASHED};
+    char title[384], t1[64];
+    snprintf(title, sizeof title, "train_toy: %s, aux alpha %g, %ld steps", r->data.source,
+             c->aux_alpha, r->step);
+    snprintf(t1, sizeof t1, "Loss (nats/token)");
+    plot_lines lines[2] = {
+        {t1, "step", "nats per token", n_loss, loss},
+        {"Expert load: max / mean (held-out)", "step", "max / mean", L + 1, ls},
+    };
+    plot_bars bars = {"Final expert load (held-out)", "share of routed slots", L, c->n_experts,
+                      last->share, 1.0 / c->n_experts, "layer", "expert"};
+    char err[512];
+    if (plot_svg(r->o.plot, title, 2, lines, &bars, err, sizeof err) != 0)
+        fprintf(stderr, "train_toy: warning: %s\n", err);
+    else
+        printf("plot written to %s\n", r->o.plot);
+    for (int l = 0; l < L; l++) free(y[l]);
+    free(y);
+    free(ls);
+    free(labels);
+}
+
+/* ---- checkpoints ----------------------------------------------------------------------------------- */
+/* Settings stored in the checkpoint as "train.<name>" (see toyckpt.h). */
+typedef struct setting {
+    const char *flag;  /* the command-line flag                                      */
+    char kind;         /* 'i' int, 'f' float                                         */
+    size_t offset;     /* into options                                               */
+    bool locked;       /* must not change on --resume (model, data, optimizer)       */
+} setting;
+
+static const setting settings[] = {
+    {"steps", 'i', offsetof(options, steps), false},
+    {"batch", 'i', offsetof(options, batch), true},
+    {"seq", 'i', offsetof(options, seq), true},
+    {"lr", 'f', offsetof(options, lr), true},
+    {"optim", 'i', offsetof(options, optim), true},
+    {"momentum", 'f', offsetof(options, momentum), true},
+    {"weight-decay", 'f', offsetof(options, weight_decay), true},
+    {"warmup", 'i', offsetof(options, warmup), true},
+    {"clip", 'f', offsetof(options, clip), true},
+    {"seed", 'i', offsetof(options, seed), true},
+    {"eval-every", 'i', offsetof(options, eval_every), false},
+};
+#define N_SETTINGS (int)(sizeof settings / sizeof settings[0])
+
+static int save(run *r) {
+    const options *o = &r->o;
+    char cfg_json[1024], values[N_SETTINGS][48], keys[N_SETTINGS][48];
+    char size[32], hash[32], seed[32], sum[32];
+    tt_dsv3_config_to_json(&r->model->cfg, cfg_json, sizeof cfg_json);
+    tt_kv extra[N_SETTINGS + 8];
+    int n = 0;
+    extra[n++] = (tt_kv){"tt.program", TOYCKPT_PROGRAM};
+    for (int i = 0; i < N_SETTINGS; i++) {
+        const char *at = (const char *)o + settings[i].offset;
+        int v = *(const int *)at;
+        if (!strcmp(settings[i].flag, "warmup")) v = r->sched.warmup_steps; /* resolved */
+        if (settings[i].kind == 'i')
+            snprintf(values[i], sizeof values[i], "%d", v);
+        else
+            snprintf(values[i], sizeof values[i], "%.9g", (double)*(const float *)at);
+        snprintf(keys[i], sizeof keys[i], "train.%s", settings[i].flag);
+        extra[n++] = (tt_kv){keys[i], values[i]};
+    }
+    snprintf(seed, sizeof seed, "%d", o->seed);
+    extra[n++] = (tt_kv){"data.kind", r->data.kind == CORPUS_SYNTHETIC ? "synthetic" : "bytes"};
+    extra[n++] = (tt_kv){"data.seed", seed};
+    extra[n++] = (tt_kv){"data.sampler", "window (step * batch + row) of stream (seed, split)"};
+    if (r->data.kind == CORPUS_BYTES) {
+        snprintf(size, sizeof size, "%zu", r->data.n);
+        snprintf(hash, sizeof hash, "%016" PRIx64,
+                 toyckpt_fnv1a(r->data.bytes, r->data.n, TOYCKPT_FNV_INIT));
+        extra[n++] = (tt_kv){"data.source", r->data.source};
+        extra[n++] = (tt_kv){"data.bytes", size};
+        extra[n++] = (tt_kv){"data.fnv1a", hash};
+    }
+    /* checksum over what the file will hold: parameters and optimizer state */
+    uint64_t cs = toyckpt_checksum(r->model->params.n, r->model->params.t) +
+                  toyckpt_checksum(r->opt->state.n, r->opt->state.t);
+    snprintf(sum, sizeof sum, "%016" PRIx64, cs);
+    extra[n++] = (tt_kv){"tt.checksum", sum};
+    if (tt_checkpoint_save(o->save, &r->model->params, r->opt, r->step, cfg_json, n, extra) !=
+        TT_OK) {
+        fprintf(stderr, "train_toy: error: %s\n", tt_last_error());
+        return 1;
+    }
+    printf("checkpoint: %s (step %ld; resume with --resume %s)\n", o->save, r->step, o->save);
+    return 0;
+}
+
+/* Before the model exists: read the config and the run's settings from the checkpoint.
+ * Flags that would change the model, the data or the optimizer must agree with it. */
+static void resume_settings(options *o, const flag *table, int n_flags, tt_dsv3_config *cfg) {
+    tt_safetensors st;
+    char err[1024];
+    if (toyckpt_open(o->resume, &st, cfg, err, sizeof err) != 0) die(1, "%s", err);
+    if (toyckpt_verify(o->resume, &st, err, sizeof err) != 0) die(1, "%s", err);
+    options f = *o;
+    for (int i = 0; i < N_SETTINGS; i++) {
+        char key[64], why[128];
+        snprintf(key, sizeof key, "train.%s", settings[i].flag);
+        const char *v = toyckpt_meta(o->resume, &st, key, err, sizeof err);
+        if (!v) die(1, "%s", err);
+        char *at = (char *)&f + settings[i].offset;
+        int bad = settings[i].kind == 'i'
+                      ? flags_parse_int(v, -1, 2147483647, (int *)at, why, sizeof why)
+                      : flags_parse_float(v, 0, 1e30, (float *)at, why, sizeof why);
+        if (bad) die(1, "'%s' is corrupt: metadata '%s' = '%s': %s", o->resume, key, v, why);
+    }
+    const char *kind = toyckpt_meta(o->resume, &st, "data.kind", err, sizeof err);
+    if (!kind) die(1, "%s", err);
+    f.data = NULL;
+    if (!strcmp(kind, "bytes")) {
+        const char *src = toyckpt_meta(o->resume, &st, "data.source", err, sizeof err);
+        if (!src) die(1, "%s", err);
+        static char source[256];
+        snprintf(source, sizeof source, "%s", src);
+        f.data = o->data ? o->data : source; /* the file may have moved: --data says where */
+    } else if (strcmp(kind, "synthetic") != 0) {
+        die(1, "'%s' is corrupt: unknown data.kind '%s'", o->resume, kind);
+    } else if (o->data) {
+        die(2, "--data %s conflicts with the checkpoint, which was trained on the synthetic "
+               "source", o->data);
+    }
+    f.aux_alpha = cfg->aux_alpha;
+    f.experts = cfg->n_experts, f.topk = cfg->top_k, f.hidden = cfg->dim;
+    f.layers = cfg->n_layers, f.heads = cfg->n_heads, f.rank = cfg->rank;
+    /* a locked flag given on the command line must agree with the file */
+    static const char *model_flags[] = {"aux-alpha", "experts", "topk", "hidden", "layers",
+                                        "heads", "rank"};
+    for (int i = 0; i < N_SETTINGS + 7; i++) {
+        const char *name = i < N_SETTINGS ? settings[i].flag : model_flags[i - N_SETTINGS];
+        if ((i < N_SETTINGS && !settings[i].locked) || !flags_seen(table, n_flags, name)) continue;
+        for (int k = 0; k < n_flags; k++) {
+            if (strcmp(table[k].name, name)) continue;
+            /* the flag's destination in o and the same field in f */
+            size_t off = (size_t)((const char *)table[k].dst - (const char *)o);
+            bool same = table[k].type == FLAG_T_FLOAT
+                            ? *(const float *)table[k].dst == *(const float *)((const char *)&f + off)
+                            : *(const int *)table[k].dst == *(const int *)((const char *)&f + off);
+            if (!same)
+                die(2, "--%s differs from the checkpoint '%s': a resumed run keeps the model, "
+                       "data and optimizer settings of the file (omit --%s)",
+                    name, o->resume, name);
+        }
+    }
+    if (flags_seen(table, n_flags, "steps")) f.steps = o->steps;
+    if (flags_seen(table, n_flags, "eval-every")) f.eval_every = o->eval_every;
+    tt_safetensors_free(&st);
+    *o = f;
+}
+
+/* After the model and optimizer exist: load the tensors, the optimizer, step and RNG. */
+static long restore(run *r) {
+    long step = 0;
+    tt_safetensors raw;
+    memset(&raw, 0, sizeof raw);
+    if (tt_checkpoint_load(r->o.resume, &r->model->params, r->opt, &step, NULL, &raw) != TT_OK)
+        die(1, "cannot resume: %s", tt_last_error());
+    if (r->data.kind == CORPUS_BYTES) {
+        char size[32], hash[32];
+        snprintf(size, sizeof size, "%zu", r->data.n);
+        snprintf(hash, sizeof hash, "%016" PRIx64,
+                 toyckpt_fnv1a(r->data.bytes, r->data.n, TOYCKPT_FNV_INIT));
+        const char *s = tt_safetensors_meta(&raw, "data.bytes"), *h = tt_safetensors_meta(&raw, "data.fnv1a");
+        if (!s || !h || strcmp(s, size) || strcmp(h, hash))
+            die(1, "--data file '%s' is not the file the checkpoint was trained on (%s bytes, "
+                   "FNV-1a %s; now %s bytes, %s)", r->data.source, s ? s : "?", h ? h : "?",
+                size, hash);
+    }
+    tt_safetensors_free(&raw);
+    if (step < 0 || step > r->o.steps)
+        die(2, "the checkpoint is at step %ld, past --steps %d: raise --steps to continue", step,
+            r->o.steps);
+    return step;
+}
+
+
+/* ---- main -------------------------------------------------------------------------------------------- */
+static const char *ABOUT =
+    "Train the DeepSeek-V3 toy model (MLA attention with a latent KV cache, a Mixture of\n"
+    "Experts with a balance loss) on a synthetic source whose entropy rate is known\n"
+    "exactly, or on the bytes of any file (--data). Prints the model card, the source's\n"
+    "floor and what simpler models would score, a progress line while training, the\n"
+    "held-out loss every --eval-every steps, and a per-layer table of expert load.";
+static const char *FOOTER =
+    "Checkpoints (--save, --resume) are safetensors files holding the parameters, the\n"
+    "optimizer state, the step, the RNG state, the model config and the run's settings;\n"
+    "a run of N steps and a run stopped with --stop-at and resumed give bit-identical\n"
+    "losses. On --resume the model, data and optimizer settings come from the file.\n"
+    "--threads N sets the OpenMP thread count (results do not depend on it).\n"
+    "Exit codes: 0 done, 1 runtime error (unreadable file, corrupt checkpoint), 2 bad\n"
+    "command line.";
+
+int main(int argc, char **argv) {
+    tt_dsv3_config toy = tt_dsv3_config_toy();
+    options o = {
+        .steps = 1500, .batch = 16, .seq = 32, .stop_at = 0, .warmup = -1, .eval_every = 250,
+        .print_every = 0, .threads = 0, .optim = 0, .lr = 0.3f, .momentum = 0.9f,
+        .weight_decay = 0.0f, .clip = 1.0f, .aux_alpha = toy.aux_alpha,
+        .experts = toy.n_experts, .topk = toy.top_k, .hidden = toy.dim,
+        .layers = toy.n_layers, .heads = toy.n_heads, .rank = toy.rank, .seed = 1,
+    };
+    flag table[] = {
+        FLAG_INT("steps", &o.steps, 1, 100000000, "N", "training steps (the lr schedule spans them)"),
+        FLAG_INT("batch", &o.batch, 1, 4096, "B", "windows per step"),
+        FLAG_INT("seq", &o.seq, 2, 4096, "T", "tokens per window"),
+        FLAG_FLOAT("lr", &o.lr, 0, 100, "X", "peak learning rate (AdamW default 0.003)"),
+        FLAG_CHOICE("optim", &o.optim, "sgd|adamw", "optimizer"),
+        FLAG_FLOAT("momentum", &o.momentum, 0, 0.999, "X", "SGD momentum"),
+        FLAG_FLOAT("weight-decay", &o.weight_decay, 0, 10, "X", "weight decay"),
+        FLAG_INT("warmup", &o.warmup, -1, 100000000, "N", "warm-up steps (-1: steps/20)"),
+        FLAG_FLOAT("clip", &o.clip, 0, 1e6, "X", "clip the gradient norm to X (0: off)"),
+        FLAG_FLOAT("aux-alpha", &o.aux_alpha, 0, 100, "X", "balance-loss weight (0: off)"),
+        FLAG_INT("experts", &o.experts, 1, 64, "E", "experts per layer"),
+        FLAG_INT("topk", &o.topk, 1, 64, "K", "active experts per token"),
+        FLAG_INT("hidden", &o.hidden, 1, 4096, "D", "model width"),
+        FLAG_INT("layers", &o.layers, 1, 64, "L", "layers"),
+        FLAG_INT("heads", &o.heads, 1, 256, "H", "attention heads (must divide --hidden)"),
+        FLAG_INT("rank", &o.rank, 1, 4096, "R", "MLA latent rank (cached per token)"),
+        FLAG_INT("seed", &o.seed, 0, 2147483647, "S", "seed of the init, the data and the sampler"),
+        FLAG_INT("threads", &o.threads, 0, 1024, "N", "OpenMP threads (0: OMP_NUM_THREADS, else 1)"),
+        FLAG_INT("eval-every", &o.eval_every, 0, 100000000, "N", "held-out loss every N steps (0: at the end)"),
+        FLAG_INT("print-every", &o.print_every, 0, 100000000, "N", "progress line every N steps (0: steps/20)"),
+        FLAG_INT("stop-at", &o.stop_at, 0, 100000000, "N", "stop after step N (0: at --steps); resume later"),
+        FLAG_STRING("data", &o.data, "FILE", "train on the bytes of FILE (vocabulary 256)"),
+        FLAG_STRING("save", &o.save, "FILE", "write a checkpoint (safetensors) at the end"),
+        FLAG_STRING("resume", &o.resume, "FILE", "continue from a checkpoint"),
+        FLAG_STRING("log", &o.log, "FILE.csv", "per-step log: step,loss,ce,aux,lr,heldout,..."),
+        FLAG_STRING("plot", &o.plot, "FILE.svg", "loss curves and expert load as an SVG picture"),
+    };
+    const int n_flags = (int)(sizeof table / sizeof table[0]);
+    flags_usage usage = {"train_toy", "[flags]", ABOUT, FOOTER};
+    int rc = flags_parse(table, n_flags, argc, argv, &usage);
+    if (rc == FLAGS_HELP) return 0;
+    if (rc != FLAGS_OK) return 2;
+    if (o.optim == 1 && !flags_seen(table, n_flags, "lr")) o.lr = 0.003f;
+
+    run r;
+    memset(&r, 0, sizeof r);
+    tt_dsv3_config cfg = toy;
+    long start_step = 0;
+    if (o.resume) resume_settings(&o, table, n_flags, &cfg);
+    r.o = o;
+#ifdef _OPENMP
+    /* The toy's matrices are 64 wide: a second thread costs more in fork/join than it
+     * saves, and on a busy machine a spinning OpenMP team is many times slower (measured:
+     * 17k tokens/s on 1 thread, 1.3k on 2). So 1 thread unless asked otherwise. */
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
+#endif
+    if (o.stop_at > o.steps) die(2, "--stop-at %d is past --steps %d", o.stop_at, o.steps);
+
+    /* data */
+    char err[1024];
+    if (o.data) {
+        if (corpus_from_file(&r.data, o.data, o.seq, (uint64_t)o.seed, err, sizeof err) != 0)
+            die(1, "%s", err);
+    } else {
+        corpus_synthetic(&r.data, (uint64_t)o.seed);
+    }
+
+    /* model */
+    if (!o.resume) {
+        cfg.vocab = r.data.vocab;
+        cfg.dim = o.hidden;
+        cfg.n_layers = o.layers;
+        cfg.n_heads = o.heads;
+        cfg.n_experts = o.experts;
+        cfg.top_k = o.topk;
+        cfg.expert_hidden = 4 * o.hidden;
+        cfg.rank = o.rank;
+        cfg.max_seq = o.seq > toy.max_seq ? o.seq : toy.max_seq;
+        cfg.aux_alpha = o.aux_alpha;
+    }
+    if (tt_dsv3_config_check(&cfg) != TT_OK) die(2, "%s", tt_last_error());
+    tt_manual_seed((uint64_t)o.seed);
+    r.model = tt_dsv3_new(&cfg);
+    if (!r.model) die(2, "%s", tt_last_error());
+    if (o.optim == 0)
+        r.opt = tt_optim_sgd(&r.model->params, o.lr, o.momentum, o.weight_decay, false);
+    else
+        r.opt = tt_optim_adamw(&r.model->params, o.lr, 0.9f, 0.95f, 1e-8f, o.weight_decay);
+    r.sched = (tt_lr_schedule){TT_LR_WARMUP_COSINE, o.lr, 0.1f * o.lr,
+                               o.warmup >= 0 ? o.warmup : o.steps / 20, o.steps};
+    if (r.sched.warmup_steps >= o.steps) r.sched.warmup_steps = o.steps - 1;
+    if (o.resume) start_step = restore(&r);
+    r.step = start_step;
+
+    r.ids = tt_tensor_new(TT_I32, TT_SHAPE(o.batch, o.seq));
+    r.targets = tt_tensor_new(TT_I32, TT_SHAPE(o.batch, o.seq));
+    const long stop = o.stop_at > 0 ? o.stop_at : o.steps;
+    const int print_every = o.print_every > 0 ? o.print_every : (o.steps >= 20 ? o.steps / 20 : 1);
+    const int n_evals_max = (int)((stop - start_step) / (o.eval_every > 0 ? o.eval_every : stop + 1)) + 2;
+    r.hist_step = calloc((size_t)(stop - start_step) + 1, sizeof(double));
+    r.hist_loss = calloc((size_t)(stop - start_step) + 1, sizeof(double));
+    r.eval_step = calloc((size_t)n_evals_max, sizeof(double));
+    r.eval_loss = calloc((size_t)n_evals_max, sizeof(double));
+    r.eval_maxload = calloc((size_t)n_evals_max * cfg.n_layers, sizeof(double));
+    if (!r.hist_step || !r.hist_loss || !r.eval_step || !r.eval_loss || !r.eval_maxload) abort();
+
+    print_card(&r);
+    print_data(&r);
+    print_training(&r);
+    if (start_step > 0) printf("resumed from %s at step %ld\n", o.resume, start_step);
+    fflush(stdout);
+
+    FILE *csv = NULL;
+    if (o.log && !(csv = progress_csv_open(o.log, start_step > 0))) return 1;
+
+    eval_result ev;
+    eval_alloc(&ev, &cfg);
+    const double t0 = progress_now();
+    const double tokens_per_step = (double)o.batch * o.seq;
+    while (r.step < stop) {
+        const long s = r.step;
+        r.opt->lr = tt_lr_at(&r.sched, s);
+        fill_batch(&r, CORPUS_TRAIN, s);
+        tt_dsv3_output out = tt_dsv3_forward(r.model, r.ids, NULL);
+        tt_tensor *ce = tt_cross_entropy(out.logits, r.targets, CORPUS_IGNORE);
+        tt_tensor *loss = cfg.aux_alpha > 0 ? tt_add(ce, out.aux) : ce;
+        tt_optim_zero_grad(r.opt);
+        tt_backward(loss);
+        if (o.clip > 0) tt_clip_grad_norm(&r.model->params, o.clip);
+        tt_optim_step(r.opt);
+        progress_line pl = {s + 1, o.steps, tt_item(loss), tt_item(ce), tt_item(out.aux),
+                            r.opt->lr, 0, 0};
+        tt_tape_reset();
+        r.step = s + 1;
+        if (!isfinite(pl.loss)) die(1, "the loss is %g at step %ld: lower --lr", pl.loss, r.step);
+
+        const double elapsed = progress_now() - t0;
+        pl.tokens_per_s = (double)(r.step - start_step) * tokens_per_step / elapsed;
+        pl.eta_s = (double)(stop - r.step) * elapsed / (double)(r.step - start_step);
+        r.hist_step[r.n_hist] = (double)r.step;
+        r.hist_loss[r.n_hist++] = pl.loss;
+        double heldout = NAN, maxload = NAN;
+        if ((o.eval_every > 0 && r.step % o.eval_every == 0) || r.step == stop) {
+            evaluate(&r, &ev);
+            heldout = ev.ce;
+            maxload = worst_max_mean(&ev, cfg.n_layers);
+            r.eval_step[r.n_eval] = (double)r.step;
+            r.eval_loss[r.n_eval] = ev.ce;
+            memcpy(r.eval_maxload + (size_t)r.n_eval * cfg.n_layers, ev.max_mean,
+                   (size_t)cfg.n_layers * sizeof(double));
+            r.n_eval++;
+        }
+        if (r.step % print_every == 0 || r.step == start_step + 1 || r.step == stop)
+            progress_print(stdout, &pl);
+        if (!isnan(heldout)) {
+            printf("  held-out loss %.4f", heldout);
+            if (r.data.kind == CORPUS_SYNTHETIC) printf(" (floor %.4f, %+.4f)", r.data.floor, heldout - r.data.floor);
+            printf(" | expert load max/mean %.2f\n", maxload);
+        }
+        if (csv) progress_csv_row(csv, &pl, heldout, maxload, elapsed);
+    }
+    const double elapsed = progress_now() - t0;
+    if (csv) fclose(csv);
+
+    printf("trained %ld steps in %.1f s (%.0f tokens/s)\n", r.step - start_step, elapsed,
+           (double)(r.step - start_step) * tokens_per_step / elapsed);
+    if (r.step - start_step == 0) evaluate(&r, &ev);
+    if (r.data.kind == CORPUS_SYNTHETIC)
+        printf("final held-out loss %.4f nats/token: floor %.4f (%+.4f), bigram %.4f, unigram %.4f\n",
+               ev.ce, r.data.floor, ev.ce - r.data.floor, r.data.bigram, r.data.unigram);
+    else
+        printf("final held-out loss %.4f nats/token (%.3f bits/byte): bigram model %.4f, unigram %.4f\n",
+               ev.ce, ev.ce / log(2.0), r.data.bigram, r.data.unigram);
+    print_load_table(&r, &ev);
+    if (o.plot) write_plot(&r, &ev);
+    int status = 0;
+    if (o.save) status = save(&r);
+
+    eval_free(&ev);
+    free(r.hist_step);
+    free(r.hist_loss);
+    free(r.eval_step);
+    free(r.eval_loss);
+    free(r.eval_maxload);
+    tt_free(r.ids);
+    tt_free(r.targets);
+    tt_optim_free(r.opt);
+    tt_dsv3_free(r.model);
+    corpus_free(&r.data);
+    return status;
+}
