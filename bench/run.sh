@@ -1,0 +1,174 @@
+#!/bin/sh
+# run.sh - the `make bench` driver: peak FLOPs, GEMM micro-benchmark, then every
+# configuration with every thread count, ours and (if installed) PyTorch's, each in a
+# fresh process, and a summary table. Called by bench/Makefile with:
+#   BUILD_BENCH    directory of peak, bench_gemm, bench_train
+#   BENCH_CONFIGS  "toy small medium"      BENCH_THREADS  "1 2"
+#   BENCH_BUDGET   seconds of timed steps after which a run may stop (>= 3 steps)
+#   BENCH_TORCH    1 = run PyTorch when $PYTHON can import torch
+#   PYTHON         /usr/bin/python3 (Debian's, where python3-torch lives)
+#   HAVE_CBLAS     1 if bench_gemm was built against OpenBLAS
+set -u
+B=${BUILD_BENCH:?}
+CONFIGS=${BENCH_CONFIGS:-toy small medium}
+THREADS=${BENCH_THREADS:-1 2}
+BUDGET=${BENCH_BUDGET:-30}
+PYTHON=${PYTHON:-/usr/bin/python3}
+HERE=$(cd "$(dirname "$0")" && pwd)
+RES="$B/results.txt"
+: > "$RES"
+status=0
+start=$(date +%s)
+
+# The environment PyTorch runs in (and only PyTorch): the settings that make it fastest
+# here (see README.md). OpenBLAS's CORETYPE/L2_SIZE overrides are dropped so that it
+# picks its own kernel, OpenMP threads sleep instead of spinning between regions, and
+# glibc keeps freed memory instead of returning it to the system after every step.
+TORCH_ENV="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE \
+MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456"
+
+# Other processes competing for the CPUs: the smallest number of runnable tasks besides
+# this shell over 5 samples in 0.2 s (field 4 of /proc/loadavg, "running/total", read by
+# a builtin so that the sampler counts only itself).
+others() {
+    min=999
+    for _ in 1 2 3 4 5; do
+        if read -r _ _ _ rt _ < /proc/loadavg 2>/dev/null; then
+            n=$(( ${rt%/*} - 1 ))
+            [ $n -lt $min ] && min=$n
+        else
+            min=0
+        fi
+        sleep 0.04 2>/dev/null || true
+    done
+    echo $min
+}
+busy=""
+
+# run LABEL CMD...: show the output (minus the LOSSES line), keep RESULT/LOSSES lines
+run() {
+    label=$1
+    shift
+    o=$(others)
+    if [ "$o" -gt 0 ]; then
+        echo "(warning: $o other runnable process(es) on this machine: timings disturbed)"
+        busy="$busy $label($o)"
+    fi
+    out=$("$@" 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | grep -v '^LOSSES '
+    printf '%s\n' "$out" | grep -E '^(RESULT|LOSSES|PEAK) ' >> "$RES"
+    if [ $rc -ne 0 ]; then
+        echo "bench: $label FAILED (exit $rc)"
+        status=1
+    fi
+    echo
+}
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')
+echo "== tinyTorch-C benchmarks ($(date '+%Y-%m-%d %H:%M'), $cpu, $(nproc 2>/dev/null) CPUs)"
+echo
+
+echo "== peak: FMA loop"
+run peak "$B/peak"
+peak1=$(sed -n 's/^PEAK .*gflops_1t=\([0-9.]*\).*/\1/p' "$RES")
+peak2=$(sed -n 's/^PEAK .*gflops_2t=\([0-9.]*\).*/\1/p' "$RES")
+peak1=${peak1:-0}
+peak2=${peak2:-0}
+
+echo "== GEMM: tt_gemm vs OpenBLAS, 1 thread"
+[ "${HAVE_CBLAS:-}" = 1 ] || echo "(libopenblas-dev not found: tt_gemm alone)"
+run bench_gemm env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1 "$B/bench_gemm"
+
+have_torch=0
+if [ "${BENCH_TORCH:-1}" = 1 ] && [ -x "$PYTHON" ] && "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+    have_torch=1
+else
+    echo "(PyTorch not available to $PYTHON or BENCH_TORCH=0: tinytorch only)"
+    echo
+fi
+
+for c in $CONFIGS; do
+    for t in $THREADS; do
+        if [ "$t" -ge 2 ]; then pk=$peak2; else pk=$peak1; fi
+        echo "== $c, $t thread(s): tinytorch"
+        run "bench_train $c $t" "$B/bench_train" "$c" "$t" --budget "$BUDGET" --peak "$pk"
+        if [ $have_torch = 1 ]; then
+            echo "== $c, $t thread(s): pytorch"
+            # shellcheck disable=SC2086
+            run "bench_torch.py $c $t" $TORCH_ENV "$PYTHON" "$HERE/bench_torch.py" "$c" "$t" \
+                --budget "$BUDGET" --peak "$pk"
+        fi
+    done
+done
+
+# ---- summary ------------------------------------------------------------------------
+awk -v configs="$CONFIGS" -v threads="$THREADS" -v peak1="$peak1" -v peak2="$peak2" '
+function field(line, key,    n, i, kv) {
+    n = split(line, kv, " ")
+    for (i = 1; i <= n; i++)
+        if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
+    return ""
+}
+/^RESULT / {
+    k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
+    ms[k] = field($0, "ms"); tok[k] = field($0, "tok_s"); gf[k] = field($0, "gflops")
+    pct[k] = field($0, "pct_peak"); rss[k] = field($0, "rss_mb"); fin[k] = field($0, "finite")
+    loss[k] = field($0, "loss")
+}
+/^LOSSES / {
+    k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
+    n = split($0, w, " "); s = ""
+    for (i = 5; i <= n; i++) s = s " " w[i]
+    losses[k] = s; nloss[k] = n - 4
+}
+function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
+END {
+    nc = split(configs, C, " "); nt = split(threads, T, " ")
+    printf "== summary (peak %s GFLOP/s on 1 thread, %s on 2; ratio = torch ms / ours ms, > 1: ours faster)\n", peak1, peak2
+    printf "%-7s %3s %10s %10s %7s %9s %8s %6s %8s %9s %9s\n", "config", "thr", "ours ms", "torch ms", "ratio", "tok/s", "GFLOP/s", "%peak", "torchGF", "RSS ours", "RSS torch"
+    for (i = 1; i <= nc; i++) for (j = 1; j <= nt; j++) {
+        o = "tinytorch" SUBSEP C[i] SUBSEP T[j]; p = "torch" SUBSEP C[i] SUBSEP T[j]
+        if (!(o in ms) && !(p in ms)) continue
+        ratio = (o in ms) && (p in ms) && ms[o] > 0 ? sprintf("%.2f", ms[p] / ms[o]) : "-"
+        printf "%-7s %3s %10s %10s %7s %9s %8s %6s %8s %9s %9s\n", C[i], T[j],
+            fmt(ms[o], "%.2f"), fmt(ms[p], "%.2f"), ratio, fmt(tok[o], "%.0f"),
+            fmt(gf[o], "%.1f"), fmt(pct[o], "%.1f"), fmt(gf[p], "%.1f"),
+            fmt(rss[o], "%.0f MB"), fmt(rss[p], "%.0f MB")
+    }
+    print ""
+    print "correctness guard (tinytorch): every loss finite; 1-thread vs 2-thread losses of the"
+    print "same steps (same seed, same batches; printed %.9g, so equal text = equal bits)"
+    for (i = 1; i <= nc; i++) {
+        line = sprintf("  %-7s", C[i]); allfin = 1; any = 0
+        for (j = 1; j <= nt; j++) {
+            k = "tinytorch" SUBSEP C[i] SUBSEP T[j]
+            if (!(k in loss)) continue
+            any = 1; if (fin[k] != 1) allfin = 0
+        }
+        if (!any) continue
+        line = line (allfin ? " all losses finite;" : " NON-FINITE LOSS;")
+        a = "tinytorch" SUBSEP C[i] SUBSEP "1"; b = "tinytorch" SUBSEP C[i] SUBSEP "2"
+        if ((a in losses) && (b in losses)) {
+            na = split(losses[a], la, " "); nb = split(losses[b], lb, " ")
+            m = na < nb ? na : nb; same = 1
+            for (s = 1; s <= m; s++) if (la[s] != lb[s]) { same = 0; first = s; break }
+            line = line sprintf(" step %d: loss %s (1 thread), %s (2 threads);", m, la[m], lb[m])
+            if (same) line = line sprintf(" bit-identical at all %d common steps", m)
+            else line = line sprintf(" DIFFER from step %d (%s vs %s)", first, la[first], lb[first])
+        } else {
+            line = line sprintf(" final loss %s", (a in loss) ? loss[a] : loss[b])
+        }
+        print line
+    }
+}' "$RES"
+
+if [ -n "$busy" ]; then
+    echo
+    echo "WARNING: other processes were using the CPUs during:$busy"
+    echo "         (count of other runnable tasks in brackets); rerun on an idle machine."
+fi
+echo
+echo "bench: done in $(( $(date +%s) - start )) s; raw RESULT lines in $RES"
+exit $status
