@@ -5,11 +5,12 @@
  * AdamW, the warm-up + cosine learning-rate schedule, and gradient-norm clipping.
  * Its output is quoted in the tutorial (tests/check_tutorials.sh keeps them in sync).
  *
- *   make && build/examples/tutorials/t04_modules
+ *   make && build/examples/tutorials/t04_modules [params | clip | schedule | train]
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tinytorch.h"
 
@@ -98,9 +99,9 @@ static double grad_norm(const tt_params *p) {
     return sqrt(sq);
 }
 
-int main(void) {
-    make_data();
+/* ---- the sections of the tutorial ---------------------------------------------------- */
 
+static void show_params(void) {
     printf("== parameters by name\n");
     tt_params p = {0};
     mlp net;
@@ -113,12 +114,19 @@ int main(void) {
     tt_tensor *b2 = tt_params_find(&p, "mlp.fc2.bias");
     printf("tt_params_find(\"mlp.fc2.bias\") == net.fc2.bias: %s\n",
            b2 == net.fc2.bias ? "yes" : "no");
-
     tt_optim *o = tt_optim_adamw(&p, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f);
-    printf("AdamW state: %d tensors, first two: %s, %s\n", o->state.n, o->state.t[0]->name,
+    printf("AdamW state: %d tensors, the first two: %s, %s\n", o->state.n, o->state.t[0]->name,
            o->state.t[1]->name);
+    tt_optim_free(o);
+    tt_params_free(&p);
+}
 
+static void show_clip(void) {
     printf("== gradient clipping\n");
+    tt_params p = {0};
+    mlp net;
+    tt_manual_seed(42);
+    mlp_init(&net, &p, "mlp", 2, 32, 1);
     tt_tensor *loss = mse(mlp_forward(&net, X), Y);
     tt_backward(loss);
     double before = grad_norm(&p);
@@ -129,15 +137,18 @@ int main(void) {
     printf("clip to 1.0 now: returned %.6f, after %.6f (already below: unchanged)\n",
            (double)returned, grad_norm(&p));
     tt_tape_reset();
-    tt_optim_free(o);
     tt_params_free(&p);
+}
 
-    printf("== learning-rate schedule: warm-up 20 steps, cosine to 1e-3 at step 500\n");
-    tt_lr_schedule sched = {TT_LR_WARMUP_COSINE, 1e-2f, 1e-3f, 20, STEPS};
+static void show_schedule(void) {
+    printf("== learning-rate schedule: warm-up 20 steps, cosine to 3e-3 at step 500\n");
+    tt_lr_schedule sched = {TT_LR_WARMUP_COSINE, 3e-2f, 3e-3f, 20, STEPS};
     const long at[] = {0, 1, 9, 19, 20, 100, 260, 400, 499, 500, 600};
     for (int i = 0; i < (int)(sizeof at / sizeof at[0]); i++)
         printf("  step %3ld  lr %.6f\n", at[i], (double)tt_lr_at(&sched, at[i]));
+}
 
+static void show_training(void) {
     printf("== SGD versus AdamW: MSE of the same MLP from the same initial weights\n");
     const run runs[] = {
         {"SGD .05", false, 0.05f, 0.0f, false},
@@ -164,12 +175,37 @@ int main(void) {
         }
         printf("\n");
     }
-    printf("  'SGD .2 clip' clipped the gradient norm to 1.0 in %d of %d steps\n", clipped[2],
-           STEPS);
-    printf("target variance (loss of predicting 0): %.6f\n",
+    printf("'SGD .2 clip' clipped the gradient norm to 1.0 in %d of %d steps\n", clipped[2], STEPS);
+    printf("target variance (the loss of predicting 0): %.6f\n",
            (double)tt_item(tt_mean_all(tt_mul(Y, Y))));
     tt_tape_reset();
+}
+
+/* No argument: every section. One argument: that section only (the tutorial quotes the
+ * sections one by one). */
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        void (*run)(void);
+    } sections[] = {
+        {"params", show_params},
+        {"clip", show_clip},
+        {"schedule", show_schedule},
+        {"train", show_training},
+    };
+    const int n = (int)(sizeof sections / sizeof sections[0]);
+    int ran = 0;
+    make_data();
+    for (int i = 0; i < n; i++)
+        if (argc < 2 || strcmp(argv[1], sections[i].name) == 0) {
+            sections[i].run();
+            ran++;
+        }
     tt_free(X);
     tt_free(Y);
+    if (!ran) {
+        fprintf(stderr, "usage: %s [params | clip | schedule | train]\n", argv[0]);
+        return EXIT_FAILURE;
+    }
     return EXIT_SUCCESS;
 }
