@@ -11,9 +11,25 @@ Each fixture file holds
     target.ids  I32 [B, S]          next-token targets
     ref.logits  F32 [B, S, V]       logits of every position
     ref.loss    F32 [1]             CE (mean over B*S) + alpha * balance loss (section 8)
-    ref.ce      F32 [1]             the CE part alone
+    ref.ce      F32 [1]             the CE part alone (main head)
     grad.<name> F32                 d ref.loss / d <name> for every trainable parameter
 and "__metadata__" {"config": <ModelArgs JSON>, "alpha": "<alpha>", "seed": ...}.
+With Multi-Token Prediction (fixture c: "n_mtp_modules": 1, metadata "lambda") also
+    ref.mtp_logits F32 [B, S-1, V]  the MTP module's logits (position i predicts t_{i+2})
+    ref.mtp_ce     F32 [1]          its mean CE against target.ids[:, 1:]
+and ref.loss = CE + lambda * mtp_ce + alpha * balance losses (main MoE layers and the MTP
+block's MoE, the latter over its S-1 positions per sequence).
+
+Multi-Token Prediction, D = 1 (shared/deepseek_v3.md section 8), in the layout of the
+released checkpoint (layer 61 of the HF files) under reference-style names:
+    mtp.0.enorm.weight [d]   mtp.0.hnorm.weight [d]   mtp.0.eh_proj.weight [d, 2d]
+    mtp.0.attn_norm.weight, mtp.0.attn.*, mtp.0.ffn_norm.weight, mtp.0.ffn.*  (one block)
+    mtp.0.norm.weight [d]    (shared_head.norm); embed.weight and head.weight are shared
+    h'_i = eh_proj([enorm(embed[t_{i+1}]) ; hnorm(h_i)])   i = 0..S-2
+h_i is the last main block's output (before the final norm). The concatenation puts the
+embedding FIRST, as the released weights / inference engines do (eq. 21 writes the
+reverse order). The block is MoE unless every main layer is dense (the same kind as the
+last main layer). Its RoPE positions are 0..S-2.
 
 Conventions follow the official inference/model.py: Linear(in, out) stores W [out, in]
 and computes x W^T (no biases); RMSNorm eps 1e-6; interleaved RoPE; the gate's bias only
@@ -51,7 +67,7 @@ DEFAULTS = dict(
 class Args:
     def __init__(self, **kw):
         for k in kw:
-            if k not in DEFAULTS and k != "gate_bias":
+            if k not in DEFAULTS and k not in ("gate_bias", "n_mtp_modules"):
                 raise KeyError(f"unknown ModelArgs field '{k}'")
         d = dict(DEFAULTS)
         d.update(kw)
@@ -59,10 +75,14 @@ class Args:
         # the official Gate has a bias only if dim == 7168; the fixtures say it explicitly
         if "gate_bias" not in kw:
             self.gate_bias = self.dim == 7168
+        # not a ModelArgs field: Multi-Token Prediction modules (0 or 1; V3 trains with 1)
+        self.n_mtp_modules = kw.get("n_mtp_modules", 0)
 
     def to_json(self):
         d = {k: getattr(self, k) for k in DEFAULTS}
         d["gate_bias"] = self.gate_bias
+        if self.n_mtp_modules:
+            d["n_mtp_modules"] = self.n_mtp_modules
         return json.dumps(d)
 
 
@@ -104,41 +124,59 @@ def linear(x, w):
 
 
 # ---- the parameters (section 2) ----------------------------------------------------------
-def param_shapes(a):
+def block_shapes(a, p, dense):
+    """One Transformer block under prefix p ("layers.L." or "mtp.0.")."""
     H, dn, dr, dv = a.n_heads, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
     d, E = a.dim, a.n_routed_experts
+    out = []
+    if a.q_lora_rank == 0:
+        out.append((p + "attn.wq.weight", [H * (dn + dr), d]))
+    else:
+        out += [(p + "attn.wq_a.weight", [a.q_lora_rank, d]),
+                (p + "attn.q_norm.weight", [a.q_lora_rank]),
+                (p + "attn.wq_b.weight", [H * (dn + dr), a.q_lora_rank])]
+    out += [(p + "attn.wkv_a.weight", [a.kv_lora_rank + dr, d]),
+            (p + "attn.kv_norm.weight", [a.kv_lora_rank]),
+            (p + "attn.wkv_b.weight", [H * (dn + dv), a.kv_lora_rank]),
+            (p + "attn.wo.weight", [d, H * dv])]
+    if dense:
+        out += [(p + "ffn.w1.weight", [a.inter_dim, d]),
+                (p + "ffn.w2.weight", [d, a.inter_dim]),
+                (p + "ffn.w3.weight", [a.inter_dim, d])]
+    else:
+        out.append((p + "ffn.gate.weight", [E, d]))
+        if a.gate_bias:
+            out.append((p + "ffn.gate.bias", [E]))
+        mi = a.moe_inter_dim
+        for e in range(E):
+            q = p + f"ffn.experts.{e}."
+            out += [(q + "w1.weight", [mi, d]), (q + "w2.weight", [d, mi]),
+                    (q + "w3.weight", [mi, d])]
+        si = a.n_shared_experts * mi
+        out += [(p + "ffn.shared_experts.w1.weight", [si, d]),
+                (p + "ffn.shared_experts.w2.weight", [d, si]),
+                (p + "ffn.shared_experts.w3.weight", [si, d])]
+    out += [(p + "attn_norm.weight", [d]), (p + "ffn_norm.weight", [d])]
+    return out
+
+
+def mtp_dense(a):
+    """The MTP block is the same kind as the last main layer (V3: MoE)."""
+    return a.n_dense_layers >= a.n_layers
+
+
+def param_shapes(a):
+    d = a.dim
     out = [("embed.weight", [a.vocab_size, d])]
     for L in range(a.n_layers):
-        p = f"layers.{L}."
-        if a.q_lora_rank == 0:
-            out.append((p + "attn.wq.weight", [H * (dn + dr), d]))
-        else:
-            out += [(p + "attn.wq_a.weight", [a.q_lora_rank, d]),
-                    (p + "attn.q_norm.weight", [a.q_lora_rank]),
-                    (p + "attn.wq_b.weight", [H * (dn + dr), a.q_lora_rank])]
-        out += [(p + "attn.wkv_a.weight", [a.kv_lora_rank + dr, d]),
-                (p + "attn.kv_norm.weight", [a.kv_lora_rank]),
-                (p + "attn.wkv_b.weight", [H * (dn + dv), a.kv_lora_rank]),
-                (p + "attn.wo.weight", [d, H * dv])]
-        if L < a.n_dense_layers:
-            out += [(p + "ffn.w1.weight", [a.inter_dim, d]),
-                    (p + "ffn.w2.weight", [d, a.inter_dim]),
-                    (p + "ffn.w3.weight", [a.inter_dim, d])]
-        else:
-            out.append((p + "ffn.gate.weight", [E, d]))
-            if a.gate_bias:
-                out.append((p + "ffn.gate.bias", [E]))
-            mi = a.moe_inter_dim
-            for e in range(E):
-                q = p + f"ffn.experts.{e}."
-                out += [(q + "w1.weight", [mi, d]), (q + "w2.weight", [d, mi]),
-                        (q + "w3.weight", [mi, d])]
-            si = a.n_shared_experts * mi
-            out += [(p + "ffn.shared_experts.w1.weight", [si, d]),
-                    (p + "ffn.shared_experts.w2.weight", [d, si]),
-                    (p + "ffn.shared_experts.w3.weight", [si, d])]
-        out += [(p + "attn_norm.weight", [d]), (p + "ffn_norm.weight", [d])]
+        out += block_shapes(a, f"layers.{L}.", L < a.n_dense_layers)
     out += [("norm.weight", [d]), ("head.weight", [a.vocab_size, d])]
+    for k in range(a.n_mtp_modules):
+        p = f"mtp.{k}."
+        out += [(p + "enorm.weight", [d]), (p + "hnorm.weight", [d]),
+                (p + "eh_proj.weight", [d, 2 * d])]
+        out += block_shapes(a, p, mtp_dense(a))
+        out.append((p + "norm.weight", [d]))
     return out
 
 
@@ -249,21 +287,33 @@ def moe(a, P, p, x, margins, bal):
 
 
 # ---- section 3: the model -----------------------------------------------------------------
-def forward(a, P, ids):
-    """ids [B, S] -> logits [B, S, V], routing margins, balance-loss terms per MoE layer."""
+def block(a, P, p, h, dense, cos, sin, margins, bal):
+    h = h + mla(a, P, p + "attn.", rmsnorm(h, P[p + "attn_norm.weight"]), cos, sin)
+    x = rmsnorm(h, P[p + "ffn_norm.weight"])
+    if dense:
+        return h + mlp(P, p + "ffn.", x)
+    return h + moe(a, P, p + "ffn.", x, margins, bal)
+
+
+def forward(a, P, ids, mtp=False):
+    """ids [B, S] -> logits [B, S, V], MTP logits [B, S-1, V] (None unless mtp), routing
+    margins, balance-loss terms per MoE layer (the MTP block's last)."""
     cos, sin = rope_tables(a)
     h = P["embed.weight"][ids]
     margins, bal = [], []
     for L in range(a.n_layers):
-        p = f"layers.{L}."
-        h = h + mla(a, P, p + "attn.", rmsnorm(h, P[p + "attn_norm.weight"]), cos, sin)
-        x = rmsnorm(h, P[p + "ffn_norm.weight"])
-        if L < a.n_dense_layers:
-            h = h + mlp(P, p + "ffn.", x)
-        else:
-            h = h + moe(a, P, p + "ffn.", x, margins, bal)
+        h = block(a, P, f"layers.{L}.", h, L < a.n_dense_layers, cos, sin, margins, bal)
     logits = linear(rmsnorm(h, P["norm.weight"]), P["head.weight"])
-    return logits, margins, bal
+    mtp_logits = None
+    if mtp:
+        # section 8, D = 1: position i (0..S-2) combines h_i with the embedding of t_{i+1}
+        p = "mtp.0."
+        e = rmsnorm(P["embed.weight"][ids[:, 1:]], P[p + "enorm.weight"])
+        hh = rmsnorm(h[:, :-1], P[p + "hnorm.weight"])
+        x = linear(torch.cat([e, hh], -1), P[p + "eh_proj.weight"])   # embedding FIRST
+        x = block(a, P, p, x, mtp_dense(a), cos, sin, margins, bal)
+        mtp_logits = linear(rmsnorm(x, P[p + "norm.weight"]), P["head.weight"])
+    return logits, mtp_logits, margins, bal
 
 
 # ---- safetensors writer -------------------------------------------------------------------
@@ -312,6 +362,10 @@ CONFIGS = {
                         rope_factor=40, beta_fast=32, beta_slow=1, mscale=0.707),
               B=2, S=6, std=0.3, bias_std=0.0, alpha=0.01),
 }
+# (c) = (a) + one Multi-Token Prediction module (MoE block), lambda 0.3, S = 10 so that the
+#     MTP block's 2 x 9 tokens reach every expert
+CONFIGS["c"] = dict(CONFIGS["a"], args=dict(CONFIGS["a"]["args"], n_mtp_modules=1), S=10,
+                    lam=0.3)
 
 
 def make_fixture(tag, spec, out_dir, min_margin=1e-3):
@@ -320,22 +374,29 @@ def make_fixture(tag, spec, out_dir, min_margin=1e-3):
     layer receives a token (so that every parameter has a gradient)."""
     a = Args(**spec["args"])
     B, S = spec["B"], spec["S"]
+    lam = spec.get("lam", 0.0)
+    mtp = lam != 0.0
     for seed in range(1000):
         gen = torch.Generator().manual_seed(1234 + seed)
         P = init_params(a, gen, spec["std"], spec["bias_std"])
         ids = torch.randint(0, a.vocab_size, (B, S), generator=gen)
         tgt = torch.randint(0, a.vocab_size, (B, S), generator=gen)
         with torch.no_grad():
-            _, margins, _ = forward(a, P, ids)
+            _, _, margins, _ = forward(a, P, ids, mtp)
         if min(margins) >= min_margin:
             break
     else:
         raise RuntimeError(f"fixture {tag}: no seed without routing near-ties and idle experts")
     for name, t in P.items():
         t.requires_grad_(not name.endswith("gate.bias"))
-    logits, margins, bal = forward(a, P, ids)
+    logits, mtp_logits, margins, bal = forward(a, P, ids, mtp)
     ce = F.cross_entropy(logits.reshape(-1, a.vocab_size), tgt.reshape(-1))
-    loss = ce + spec["alpha"] * sum(bal)
+    loss = ce
+    if mtp:
+        # L_MTP = lambda * mean CE of position i (0..S-2) predicting t_{i+2} = tgt[:, i+1]
+        mtp_ce = F.cross_entropy(mtp_logits.reshape(-1, a.vocab_size), tgt[:, 1:].reshape(-1))
+        loss = loss + lam * mtp_ce
+    loss = loss + spec["alpha"] * sum(bal)
     loss.backward()
 
     T = {n: t.detach().numpy().astype(np.float32) for n, t in P.items()}
@@ -344,11 +405,16 @@ def make_fixture(tag, spec, out_dir, min_margin=1e-3):
     T["ref.logits"] = logits.detach().numpy().astype(np.float32)
     T["ref.loss"] = np.array([loss.item()], dtype=np.float32)
     T["ref.ce"] = np.array([ce.item()], dtype=np.float32)
+    if mtp:
+        T["ref.mtp_logits"] = mtp_logits.detach().numpy().astype(np.float32)
+        T["ref.mtp_ce"] = np.array([mtp_ce.item()], dtype=np.float32)
     for n, t in P.items():
         if t.requires_grad:
             T["grad." + n] = t.grad.numpy().astype(np.float32)
     meta = {"config": a.to_json(), "alpha": repr(spec["alpha"]), "seed": str(1234 + seed),
             "min_routing_margin": "%.3g" % min(margins)}
+    if mtp:
+        meta["lambda"] = repr(lam)
     path = os.path.join(out_dir, f"v3_{tag}.safetensors")
     save_safetensors(path, T, meta)
     print(f"{path}: seed {1234 + seed}, loss {loss.item():.6f} (ce {ce.item():.6f}), "

@@ -5,7 +5,10 @@
  * sigmoid or softmax scores, the selection-only bias, group-limited routing,
  * renormalisation for sigmoid only, route_scale, SwiGLU experts and the shared experts.
  * Incremental decoding (tt_v3_forward_cached) runs MLA in the absorb form with plain
- * loops over the cache of normalised latents and rotated k_pe.
+ * loops over the cache of normalised latents and rotated k_pe (MTP is not used there).
+ * Multi-Token Prediction (tt_v3_forward_mtp, D = 1) is one more block of the same code
+ * on [enorm(emb(t_{i+1})) ; hnorm(h_i)] projected by eh_proj; HF checkpoints are renamed
+ * by tt_v3_hf_name before the by-name load.
  */
 #include "v3.h"
 
@@ -35,6 +38,7 @@ tt_v3_config tt_v3_config_default(void) {
         .qk_nope_head_dim = 128, .qk_rope_head_dim = 64, .v_head_dim = 128,
         .original_seq_len = 4096, .rope_theta = 10000.0f, .rope_factor = 40.0f,
         .beta_fast = 32.0f, .beta_slow = 1.0f, .mscale = 1.0f, .gate_bias = false,
+        .n_mtp_modules = 0,
     };
     return c;
 }
@@ -122,6 +126,9 @@ tt_status tt_v3_config_check(const tt_v3_config *c) {
         if (!isfinite(c->mscale))
             return tt_fail(TT_ERR_ARG, "v3 config: mscale must be finite");
     }
+    if (c->n_mtp_modules < 0 || c->n_mtp_modules > 1)
+        return tt_fail(TT_ERR_ARG, "v3 config: n_mtp_modules = %d must be 0 or 1 (only D = 1 "
+                       "Multi-Token Prediction is implemented)", c->n_mtp_modules);
     if (c->score_func != TT_SCORE_SOFTMAX && c->score_func != TT_SCORE_SIGMOID)
         return tt_fail(TT_ERR_ARG, "v3 config: bad score_func %d", (int)c->score_func);
     return TT_OK;
@@ -144,7 +151,7 @@ static const field k_fields[] = {
     FF(route_scale), FI(q_lora_rank), FI(kv_lora_rank), FI(qk_nope_head_dim),
     FI(qk_rope_head_dim), FI(v_head_dim), FI(original_seq_len), FF(rope_theta),
     FF(rope_factor), FF(beta_fast), FF(beta_slow), FF(mscale),
-    {"gate_bias", F_BOOL, offsetof(tt_v3_config, gate_bias)},
+    {"gate_bias", F_BOOL, offsetof(tt_v3_config, gate_bias)}, FI(n_mtp_modules),
     {"max_batch_size", F_IGN_INT, 0}, {"dtype", F_IGN_STR, 0}, {"scale_fmt", F_IGN_STR, 0},
 };
 #undef FI
@@ -281,7 +288,8 @@ int tt_v3_config_to_json(const tt_v3_config *c, char *buf, size_t len) {
         "\"route_scale\": %.9g, \"q_lora_rank\": %d, \"kv_lora_rank\": %d, "
         "\"qk_nope_head_dim\": %d, \"qk_rope_head_dim\": %d, \"v_head_dim\": %d, "
         "\"original_seq_len\": %d, \"rope_theta\": %.9g, \"rope_factor\": %.9g, "
-        "\"beta_fast\": %.9g, \"beta_slow\": %.9g, \"mscale\": %.9g, \"gate_bias\": %s}",
+        "\"beta_fast\": %.9g, \"beta_slow\": %.9g, \"mscale\": %.9g, \"gate_bias\": %s, "
+        "\"n_mtp_modules\": %d}",
         c->max_seq_len, c->vocab_size, c->dim, c->inter_dim, c->moe_inter_dim, c->n_layers,
         c->n_dense_layers, c->n_heads, c->n_routed_experts, c->n_shared_experts,
         c->n_activated_experts, c->n_expert_groups, c->n_limited_groups,
@@ -289,7 +297,7 @@ int tt_v3_config_to_json(const tt_v3_config *c, char *buf, size_t len) {
         c->q_lora_rank, c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim,
         c->v_head_dim, c->original_seq_len, (double)c->rope_theta, (double)c->rope_factor,
         (double)c->beta_fast, (double)c->beta_slow, (double)c->mscale,
-        c->gate_bias ? "true" : "false");
+        c->gate_bias ? "true" : "false", c->n_mtp_modules);
 }
 
 /* ---- construction ------------------------------------------------------------------- */
@@ -381,6 +389,36 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
+/* Parameters from..n-1: matrices and embeddings N(0, std^2) from the global RNG; RMSNorm
+ * weights (1) and gate biases (0) keep their registered values. */
+static void init_normal(tt_params *p, int from, float std) {
+    tt_rng *r = tt_rng_global();
+    for (int i = from; i < p->n; i++) {
+        tt_tensor *t = p->t[i];
+        if (ends_with(t->name, "norm.weight") || ends_with(t->name, "gate.bias")) continue;
+        for (size_t k = 0; k < t->size; k++) t->data[k] = std * (float)tt_rng_normal(r);
+    }
+}
+
+/* One block under base ("layers.L" or "mtp.k"): attn, ffn (dense MLP or MoE), norms. */
+static void block_init(tt_v3_block *b, tt_params *p, const char *base, const tt_v3_config *c,
+                       bool dense) {
+    char path[TT_PATH_LEN];
+    attn_init(&b->attn, p, tt_name_join(path, base, "attn"), c);
+    b->dense = dense;
+    if (dense) {
+        tt_expert_init(&b->mlp, p, tt_name_join(path, base, "ffn"), c->dim, c->inter_dim,
+                       TT_FFN_SWIGLU, false);
+    } else {
+        tt_moe_config mc = moe_config(c);
+        tt_moe_init(&b->moe, p, tt_name_join(path, base, "ffn"), &mc);
+    }
+    tt_rmsnorm_init(&b->attn_norm, p, tt_name_join(path, base, "attn_norm"), c->dim, V3_EPS,
+                    true);
+    tt_rmsnorm_init(&b->ffn_norm, p, tt_name_join(path, base, "ffn_norm"), c->dim, V3_EPS,
+                    true);
+}
+
 tt_v3 *tt_v3_new(const tt_v3_config *c, float init_std) {
     if (tt_v3_config_check(c) != TT_OK) return NULL;
     tt_v3 *m = tt_xcalloc(1, sizeof *m);
@@ -389,32 +427,33 @@ tt_v3 *tt_v3_new(const tt_v3_config *c, float init_std) {
     char path[TT_PATH_LEN];
     tt_embed_init(&m->embed, p, "embed", c->vocab_size, c->dim);
     m->layers = tt_xcalloc((size_t)c->n_layers, sizeof *m->layers);
-    tt_moe_config mc = moe_config(c);
     for (int L = 0; L < c->n_layers; L++) {
-        tt_v3_block *b = &m->layers[L];
         char base[TT_PATH_LEN];
         snprintf(base, sizeof base, "layers.%d", L);
-        attn_init(&b->attn, p, tt_name_join(path, base, "attn"), c);
-        b->dense = L < c->n_dense_layers;
-        if (b->dense)
-            tt_expert_init(&b->mlp, p, tt_name_join(path, base, "ffn"), c->dim, c->inter_dim,
-                           TT_FFN_SWIGLU, false);
-        else
-            tt_moe_init(&b->moe, p, tt_name_join(path, base, "ffn"), &mc);
-        tt_rmsnorm_init(&b->attn_norm, p, tt_name_join(path, base, "attn_norm"), c->dim, V3_EPS,
-                        true);
-        tt_rmsnorm_init(&b->ffn_norm, p, tt_name_join(path, base, "ffn_norm"), c->dim, V3_EPS,
-                        true);
+        block_init(&m->layers[L], p, base, c, L < c->n_dense_layers);
     }
     tt_rmsnorm_init(&m->norm, p, "norm", c->dim, V3_EPS, true);
     tt_linear_init(&m->head, p, "head", c->dim, c->vocab_size, false);
     /* V3 init: every matrix N(0, std^2); norms 1 and the gate bias 0 as registered */
-    tt_rng *r = tt_rng_global();
-    for (int i = 0; i < p->n; i++) {
-        tt_tensor *t = p->t[i];
-        if (ends_with(t->name, "norm.weight") || ends_with(t->name, "gate.bias")) continue;
-        for (size_t k = 0; k < t->size; k++) t->data[k] = init_std * (float)tt_rng_normal(r);
+    init_normal(p, 0, init_std);
+    /* Multi-Token Prediction modules last (the released checkpoint's layer 61), created
+     * and drawn after the main weights so that those do not depend on n_mtp_modules. The
+     * block is the same kind as the last main layer: MoE unless every main layer is
+     * dense. */
+    const int n_main = p->n;
+    if (c->n_mtp_modules > 0) m->mtp = tt_xcalloc((size_t)c->n_mtp_modules, sizeof *m->mtp);
+    for (int k = 0; k < c->n_mtp_modules; k++) {
+        tt_v3_mtp *t = &m->mtp[k];
+        char base[TT_PATH_LEN];
+        snprintf(base, sizeof base, "mtp.%d", k);
+        tt_rmsnorm_init(&t->enorm, p, tt_name_join(path, base, "enorm"), c->dim, V3_EPS, true);
+        tt_rmsnorm_init(&t->hnorm, p, tt_name_join(path, base, "hnorm"), c->dim, V3_EPS, true);
+        tt_linear_init(&t->eh_proj, p, tt_name_join(path, base, "eh_proj"), 2 * c->dim, c->dim,
+                       false);
+        block_init(&t->block, p, base, c, c->n_dense_layers >= c->n_layers);
+        tt_rmsnorm_init(&t->norm, p, tt_name_join(path, base, "norm"), c->dim, V3_EPS, true);
     }
+    init_normal(p, n_main, init_std);
     rope_tables(m);
     return m;
 }
@@ -424,6 +463,9 @@ void tt_v3_free(tt_v3 *m) {
     for (int L = 0; L < m->cfg.n_layers; L++)
         if (!m->layers[L].dense) tt_moe_free(&m->layers[L].moe);
     free(m->layers);
+    for (int k = 0; k < m->cfg.n_mtp_modules; k++)
+        if (!m->mtp[k].block.dense) tt_moe_free(&m->mtp[k].block.moe);
+    free(m->mtp);
     tt_params_free(&m->params);
     tt_free(m->rope_cos);
     tt_free(m->rope_sin);
@@ -432,8 +474,143 @@ void tt_v3_free(tt_v3 *m) {
 
 /* ---- checkpoints -------------------------------------------------------------------- */
 
+/* convert.py's component renames (section 2); weight_scale_inv is fp8 only. */
+static const char *const k_hf_map[][2] = {
+    {"self_attn", "attn"},           {"mlp", "ffn"},
+    {"embed_tokens", "embed"},       {"input_layernorm", "attn_norm"},
+    {"post_attention_layernorm", "ffn_norm"},
+    {"q_proj", "wq"},                {"q_a_proj", "wq_a"},
+    {"q_a_layernorm", "q_norm"},     {"q_b_proj", "wq_b"},
+    {"kv_a_proj_with_mqa", "wkv_a"}, {"kv_a_layernorm", "kv_norm"},
+    {"kv_b_proj", "wkv_b"},          {"o_proj", "wo"},
+    {"gate_proj", "w1"},             {"down_proj", "w2"},
+    {"up_proj", "w3"},               {"e_score_correction_bias", "bias"},
+    {"lm_head", "head"},             {"weight_scale_inv", "scale"},
+};
+
+/* "123" -> 123; -1 unless s is all digits (at most 9). */
+static int parse_index(const char *s) {
+    int v = 0, n = 0;
+    for (; *s; s++, n++) {
+        if (*s < '0' || *s > '9' || n >= 9) return -1;
+        v = 10 * v + (*s - '0');
+    }
+    return n ? v : -1;
+}
+
+int tt_v3_hf_name(const char *hf, int n_layers, char *out, size_t len) {
+    enum { MAX_PARTS = 32 };
+    char buf[512];
+    if (!strncmp(hf, "model.", 6)) hf += 6;
+    if (strlen(hf) >= sizeof buf) return -1;
+    strcpy(buf, hf);
+    const char *part[MAX_PARTS];
+    int n = 0;
+    for (char *s = buf;;) {
+        if (n == MAX_PARTS) return -1;
+        part[n++] = s;
+        char *dot = strchr(s, '.');
+        if (!dot) break;
+        *dot = '\0';
+        s = dot + 1;
+    }
+    char mtp[32] = "";
+    int first = 0;
+    int L = n >= 3 && !strcmp(part[0], "layers") ? parse_index(part[1]) : -1;
+    if (L >= n_layers) {
+        /* an MTP layer: model.layers.<n_layers + k>.X -> mtp.k.X */
+        snprintf(mtp, sizeof mtp, "mtp.%d", L - n_layers);
+        first = 2;
+        if (!strcmp(part[2], "embed_tokens")) return 0; /* = the shared embedding */
+        if (!strcmp(part[2], "shared_head")) {
+            if (n >= 4 && !strcmp(part[3], "head")) return 0; /* = the shared head */
+            first = 3;                                        /* shared_head.norm -> norm */
+        }
+    }
+    size_t o = 0;
+    int w = snprintf(out, len, "%s", mtp);
+    if (w < 0 || (size_t)w >= len) return -1;
+    o = (size_t)w;
+    for (int i = first; i < n; i++) {
+        const char *c = part[i];
+        for (size_t k = 0; k < sizeof k_hf_map / sizeof k_hf_map[0]; k++)
+            if (!strcmp(c, k_hf_map[k][0])) {
+                c = k_hf_map[k][1];
+                break;
+            }
+        w = snprintf(out + o, len - o, "%s%s", o ? "." : "", c);
+        if (w < 0 || (size_t)w >= len - o) return -1;
+        o += (size_t)w;
+    }
+    return 1;
+}
+
+static bool is_hf(const tt_safetensors *st) {
+    for (int i = 0; i < st->n; i++) {
+        const char *n = st->tensors[i]->name;
+        if (!strncmp(n, "model.", 6) || !strncmp(n, "lm_head.", 8)) return true;
+    }
+    return false;
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp((*(tt_tensor *const *)a)->name, (*(tt_tensor *const *)b)->name);
+}
+
+/* Rename an HF file's tensors in place to reference names and drop what the reference
+ * layout does not load (the MTP copies of embed / head; MTP layers if the model has no
+ * MTP module, like convert.py). */
+static tt_status hf_rename(const tt_v3 *m, tt_safetensors *st) {
+    int kept = 0;
+    for (int i = 0; i < st->n; i++) {
+        tt_tensor *t = st->tensors[i];
+        char ref[TT_NAME_LEN];
+        int r = tt_v3_hf_name(t->name, m->cfg.n_layers, ref, sizeof ref);
+        if (r < 0) {
+            /* cannot happen for names that fit a tensor: the mapping only shortens them */
+            return tt_fail(TT_ERR_FORMAT, "tensor '%s': cannot map the HF name", t->name);
+        }
+        if (r == 0 || (m->cfg.n_mtp_modules == 0 && !strncmp(ref, "mtp.", 4))) {
+            tt_free(t);
+            continue;
+        }
+        snprintf(t->name, sizeof t->name, "%s", ref);
+        st->tensors[kept++] = t;
+    }
+    st->n = kept;
+    /* two file tensors under one reference name ("embed.weight" and
+     * "model.embed_tokens.weight") would make the load ambiguous */
+    tt_tensor **sorted = tt_xmalloc((size_t)(kept ? kept : 1) * sizeof *sorted);
+    memcpy(sorted, st->tensors, (size_t)kept * sizeof *sorted);
+    qsort(sorted, (size_t)kept, sizeof *sorted, cmp_name);
+    tt_status s = TT_OK;
+    for (int i = 1; i < kept && s == TT_OK; i++)
+        if (!strcmp(sorted[i - 1]->name, sorted[i]->name))
+            s = tt_fail(TT_ERR_FORMAT, "two tensors of the file map to '%s' (HF and reference "
+                        "names mixed?)", sorted[i]->name);
+    free(sorted);
+    return s;
+}
+
+/* Copy a loaded file into the model's parameters, renaming HF names first. */
+static tt_status copy_weights(tt_v3 *m, tt_safetensors *st, const char *path, bool strict) {
+    tt_status s = is_hf(st) ? hf_rename(m, st) : TT_OK;
+    if (s == TT_OK) s = tt_params_copy_from(&m->params, st, NULL, strict);
+    if (s != TT_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", tt_last_error());
+        return tt_fail(s, "%s (in '%s')", msg, path);
+    }
+    return TT_OK;
+}
+
 tt_status tt_v3_load_weights(tt_v3 *m, const char *path, bool strict) {
-    return tt_params_load(&m->params, path, strict);
+    tt_safetensors st;
+    tt_status s = tt_safetensors_load(path, &st);
+    if (s != TT_OK) return s;
+    s = copy_weights(m, &st, path, strict);
+    tt_safetensors_free(&st);
+    return s;
 }
 
 tt_status tt_v3_save(const tt_v3 *m, const char *path) {
@@ -461,10 +638,7 @@ tt_v3 *tt_v3_load(const char *ckpt_path, const char *config_path) {
     }
     tt_v3 *m = NULL;
     if (s == TT_OK) m = tt_v3_new(&c, 0.0f);
-    if (m && tt_params_copy_from(&m->params, &st, NULL, false) != TT_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", tt_last_error());
-        tt_fail(TT_ERR_MISMATCH, "%s (in '%s')", msg, ckpt_path);
+    if (m && copy_weights(m, &st, ckpt_path, false) != TT_OK) {
         tt_v3_free(m);
         m = NULL;
     }
@@ -539,40 +713,85 @@ static tt_tensor *seq_balance_loss(const tt_routing *r, int B, int S, float alph
     return total;
 }
 
-tt_v3_output tt_v3_forward(tt_v3 *m, tt_tensor *ids, tt_tensor *targets, float alpha) {
+/* One pre-norm block on h [B, S, dim]; a MoE block writes its routing to *r and adds
+ * its balance loss to *bal (alpha != 0). */
+static tt_tensor *block_forward(const tt_v3 *m, const tt_v3_block *b, tt_tensor *h,
+                                tt_routing *r, float alpha, tt_tensor **bal) {
+    h = tt_add(h, attn_forward(m, &b->attn, tt_rmsnorm_forward(&b->attn_norm, h)));
+    tt_tensor *x = tt_rmsnorm_forward(&b->ffn_norm, h);
+    if (b->dense) return tt_add(h, tt_expert_forward(&b->mlp, x));
+    h = tt_add(h, tt_moe_forward(&b->moe, x, false, r));
+    if (alpha != 0.0f) {
+        tt_tensor *l = seq_balance_loss(r, h->shape[0], h->shape[1], alpha);
+        *bal = *bal ? tt_add(*bal, l) : l;
+    }
+    return h;
+}
+
+/* Section 8, D = 1, on the last main block's output h [B, S, dim]:
+ *   x_i = eh_proj([enorm(embed[ids[:, i+1]]) ; hnorm(h_i)]),  i = 0..S-2
+ *   mtp_logits = head(norm(Block(x)))                       [B, S-1, V]
+ * The gradient reaches h (hence the main model), the shared embedding and the head. */
+static tt_tensor *mtp_forward(const tt_v3 *m, const tt_v3_mtp *t, tt_tensor *ids,
+                              tt_tensor *h, tt_routing *r, float alpha, tt_tensor **bal) {
+    const int S = ids->shape[1];
+    tt_tensor *next = tt_slice(ids, 1, 1, S);                     /* t_{i+1}, int32 */
+    tt_tensor *e = tt_rmsnorm_forward(&t->enorm, tt_embed_forward(&m->embed, next));
+    tt_tensor *hh = tt_rmsnorm_forward(&t->hnorm, tt_slice(h, 1, 0, S - 1));
+    tt_tensor *x = tt_linear_forward(&t->eh_proj, tt_concat(2, ((tt_tensor *[]){e, hh}), 2));
+    x = block_forward(m, &t->block, x, r, alpha, bal);
+    return tt_linear_forward(&m->head, tt_rmsnorm_forward(&t->norm, x));
+}
+
+tt_v3_output tt_v3_forward_mtp(tt_v3 *m, tt_tensor *ids, tt_tensor *targets, float alpha,
+                               float lambda) {
     tt_src src = HERE;
     const char *op = "v3_forward";
     const tt_v3_config *c = &m->cfg;
     check_ids(m, ids, 0, src, op);
     const int B = ids->shape[0], S = ids->shape[1];
+    const bool mtp = lambda != 0.0f;
+    TT_CHECK(isfinite(lambda), src, op, "lambda = %g must be finite", (double)lambda);
+    TT_CHECK(!mtp || c->n_mtp_modules == 1, src, op,
+             "lambda = %g asks for Multi-Token Prediction, but the model has no MTP module "
+             "(n_mtp_modules = %d)", (double)lambda, c->n_mtp_modules);
+    TT_CHECK(!mtp || S >= 2, src, op,
+             "ids %s: Multi-Token Prediction (lambda = %g) needs S >= 2", tt_d(ids),
+             (double)lambda);
+    if (targets)
+        TT_CHECK(targets->ndim == 2 && targets->shape[0] == B && targets->shape[1] == S, src,
+                 op, "targets %s must be [%d, %d] like ids", tt_d(targets), B, S);
     tt_v3_output out;
     memset(&out, 0, sizeof out);
     out.routing = tt_arena_alloc((size_t)c->n_layers * sizeof *out.routing);
     memset(out.routing, 0, (size_t)c->n_layers * sizeof *out.routing);
     tt_tensor *h = tt_embed_forward(&m->embed, ids);
-    for (int L = 0; L < c->n_layers; L++) {
-        const tt_v3_block *b = &m->layers[L];
-        h = tt_add(h, attn_forward(m, &b->attn, tt_rmsnorm_forward(&b->attn_norm, h)));
-        tt_tensor *x = tt_rmsnorm_forward(&b->ffn_norm, h);
-        if (b->dense) {
-            h = tt_add(h, tt_expert_forward(&b->mlp, x));
-        } else {
-            h = tt_add(h, tt_moe_forward(&b->moe, x, false, &out.routing[L]));
-            if (alpha != 0.0f) {
-                tt_tensor *l = seq_balance_loss(&out.routing[L], B, S, alpha);
-                out.bal = out.bal ? tt_add(out.bal, l) : l;
-            }
-        }
-    }
+    for (int L = 0; L < c->n_layers; L++)
+        h = block_forward(m, &m->layers[L], h, &out.routing[L], alpha, &out.bal);
     out.logits = tt_linear_forward(&m->head, tt_rmsnorm_forward(&m->norm, h));
     tt_set_name(out.logits, "logits");
+    if (mtp) {
+        out.mtp_routing = tt_arena_alloc(sizeof *out.mtp_routing);
+        memset(out.mtp_routing, 0, sizeof *out.mtp_routing);
+        out.mtp_logits = mtp_forward(m, &m->mtp[0], ids, h, out.mtp_routing, alpha, &out.bal);
+        tt_set_name(out.mtp_logits, "mtp_logits");
+    }
     if (targets) {
-        TT_CHECK(targets->ndim == 2 && targets->shape[0] == B && targets->shape[1] == S, src,
-                 op, "targets %s must be [%d, %d] like ids", tt_d(targets), B, S);
         out.ce = tt_cross_entropy(out.logits, targets, TT_NO_IGNORE);
-        out.loss = out.bal ? tt_add(out.ce, out.bal) : out.ce;
+        out.loss = out.ce;
+        if (mtp) {
+            /* position i predicts t_{i+2} = targets[:, i+1] */
+            out.mtp_ce = tt_cross_entropy(out.mtp_logits, tt_slice(targets, 1, 1, S),
+                                          TT_NO_IGNORE);
+            out.loss = tt_add(out.loss, tt_scale(out.mtp_ce, lambda));
+        }
+        if (out.bal) out.loss = tt_add(out.loss, out.bal);
     }
     return out;
+}
+
+tt_v3_output tt_v3_forward(tt_v3 *m, tt_tensor *ids, tt_tensor *targets, float alpha) {
+    return tt_v3_forward_mtp(m, ids, targets, alpha, 0.0f);
 }
 
 void tt_v3_update_bias(tt_v3 *m, const tt_v3_output *out, float gamma) {
@@ -581,6 +800,9 @@ void tt_v3_update_bias(tt_v3 *m, const tt_v3_output *out, float gamma) {
         if (b->dense || !b->moe.gate.bias || !out->routing[L].counts) continue;
         tt_moe_gate_update_bias(&b->moe.gate, out->routing[L].counts, gamma);
     }
+    if (m->mtp && out->mtp_routing && out->mtp_routing->counts && !m->mtp[0].block.dense &&
+        m->mtp[0].block.moe.gate.bias)
+        tt_moe_gate_update_bias(&m->mtp[0].block.moe.gate, out->mtp_routing->counts, gamma);
 }
 
 /* ---- incremental decoding, absorb form --------------------------------------------- */
