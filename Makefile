@@ -4,6 +4,7 @@
 #   make check        build and run every Check suite in tests/
 #   make debug        the same with -O0 -g3 into build-debug/ (for gdb)
 #   make sanitize     run the tests under ASan + UBSan (build-sanitize/)
+#   make fuzz         libFuzzer harnesses, FUZZ_SECONDS (60) each (tests/fuzz/README.md)
 #   make valgrind     run the tests under valgrind memcheck
 #   make bench        benchmarks (bench/)
 #   make install PREFIX=/usr/local

@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 /* ---- arena ---------------------------------------------------------------------- */
@@ -143,8 +144,95 @@ bool tt_needs_grad(int n_in, tt_tensor *const *in) {
     return false;
 }
 
+/* ---- anomaly mode ---------------------------------------------------------------------- */
+static bool g_anomaly = false;
+static long g_anomaly_step = -1;
+
+void tt_set_detect_anomaly(bool on) { g_anomaly = on; }
+bool tt_detect_anomaly(void) { return g_anomaly; }
+void tt_anomaly_set_step(long step) { g_anomaly_step = step; }
+long tt_anomaly_step(void) { return g_anomaly_step; }
+
+/* Index of the first NaN/Inf among p[0..n), or n if all are finite. */
+static size_t first_nonfinite(const float *p, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(p[k])) return k;
+    return n;
+}
+
+static const char *value_name(float v) { return isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"; }
+
+static const char *step_str(char *buf, size_t len) {
+    if (g_anomaly_step < 0) return "?";
+    snprintf(buf, len, "%ld", g_anomaly_step);
+    return buf;
+}
+
+/* Called by tt_record for every op when anomaly mode is on, before anything else. */
+static void anomaly_forward(const char *op, const tt_tensor *out, int n_in,
+                            tt_tensor *const *in, tt_src src) {
+    if (!out || out->dtype != TT_F32 || !out->data) return;
+    size_t k = first_nonfinite(out->data, out->size);
+    if (k == out->size) return;
+    float v = out->data[k];
+    char step[32];
+    /* Who brought the non-finite value in? */
+    bool inf_from_op_input = false;
+    for (int i = 0; i < n_in; i++) {
+        const tt_tensor *t = in[i];
+        if (!t || t->dtype != TT_F32 || !t->data) continue;
+        size_t j = first_nonfinite(t->data, t->size);
+        if (j == t->size) continue;
+        float w = t->data[j];
+        /* A constant leaf (no grad) holding -inf is an additive mask; a parameter or a
+         * leaf holding NaN or +inf is broken data. */
+        if (!t->node && !(w < 0 && !isnan(w) && !t->requires_grad))
+            tt_error_at(src, "anomaly",
+                        "input %d of '%s', %s, holds %s at element %zu before the op ran (a "
+                        "leaf: parameter or data; was it broken by an optimizer update or "
+                        "the input?), step %s",
+                        i, op, tt_d(t), value_name(w), j, step_str(step, sizeof step));
+        if (isnan(w))
+            tt_error_at(src, "anomaly",
+                        "input %d of '%s', %s, holds nan at element %zu (made by '%s', "
+                        "created at %s:%d), step %s",
+                        i, op, tt_d(t), j, t->node->op, t->node->src.file, t->node->src.line,
+                        step_str(step, sizeof step));
+        inf_from_op_input = true;
+    }
+    /* Intended -inf: a mask, or Inf carried on from a mask upstream (an op output,
+     * already judged, or a constant leaf). NaN never is. */
+    if (!isnan(v) && (inf_from_op_input || (v < 0 && strstr(op, "mask")))) return;
+    char inputs[4 * TT_DESCR_LEN] = "";
+    size_t used = 0;
+    for (int i = 0; i < n_in && used < sizeof inputs; i++)
+        used += (size_t)snprintf(inputs + used, sizeof inputs - used, "%s%s", i ? ", " : "",
+                                 tt_d(in[i]));
+    tt_error_at(src, "anomaly",
+                "forward of '%s' produced %s in its output %s at element %zu (inputs: %s), "
+                "step %s",
+                op, value_name(v), tt_d(out), k, inputs, step_str(step, sizeof step));
+}
+
+/* After node n's backward: the gradients of its inputs must be finite. */
+static void anomaly_backward(const tt_node *n, tt_src src) {
+    for (int i = 0; i < n->n_in; i++) {
+        const tt_tensor *t = n->in[i];
+        if (!t || !t->grad) continue;
+        size_t k = first_nonfinite(t->grad, t->size);
+        if (k == t->size) continue;
+        char step[32];
+        tt_error_at(src, "anomaly",
+                    "backward of '%s' (created at %s:%d) produced %s in the gradient of %s "
+                    "(input %d) at element %zu, step %s",
+                    n->op, n->src.file ? n->src.file : "?", n->src.line,
+                    value_name(t->grad[k]), tt_d(t), i, k, step_str(step, sizeof step));
+    }
+}
+
 tt_node *tt_record(const char *op, tt_backward_fn backward, tt_tensor *out, int n_in,
                    tt_tensor *const *in, tt_src src) {
+    if (g_anomaly) anomaly_forward(op, out, n_in, in, src);
     if (!tt_needs_grad(n_in, in)) return NULL;
     if (g_tape_len == g_tape_cap) {
         g_tape_cap = g_tape_cap ? 2 * g_tape_cap : 1024;
@@ -223,6 +311,12 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
     }
     float *g = tt_grad_ensure(out);
     for (size_t k = 0; k < out->size; k++) g[k] += seed ? seed[k] : 1.0f;
+    if (g_anomaly) {
+        size_t k = first_nonfinite(g, out->size);
+        if (k < out->size)
+            tt_error_at(src, "anomaly", "the gradient seeding backward of %s holds %s at element %zu",
+                        tt_d(out), value_name(g[k]), k);
+    }
     for (int i = last; i >= 0; i--) {
         tt_node *n = g_tape[i];
         if (!n->out->grad) continue; /* not on a path to `out` */
@@ -230,6 +324,7 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
             run_mutated(n);
         else
             n->backward(n);
+        if (g_anomaly) anomaly_backward(n, src);
     }
 }
 

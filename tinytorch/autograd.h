@@ -92,6 +92,27 @@ tt_node *tt_record(const char *op, tt_backward_fn backward, tt_tensor *out, int 
  * grad (skip the work), else a zero-initialised buffer allocated on first use.       */
 float *tt_grad_acc(tt_tensor *t);
 
+/* ---- anomaly mode (torch.autograd.detect_anomaly) --------------------------------- */
+/* When on, every recorded op's output (float tensors; also in no-grad mode) and, during
+ * tt_backward, every input gradient after each node's backward are checked for NaN and
+ * Inf; the first non-finite value stops the program through the error handler with
+ *   "tinytorch: anomaly: backward of 'matmul_nt' (created at model.c:42) produced inf in
+ *    the gradient of 'layers.0.attn.q_proj.weight' [64, 64] at element 17, step 1234
+ *    (at train.c:90)"
+ * (forward: "forward of 'log' produced -inf in its output '<unnamed>' [2] at element 1
+ * (inputs: 'x' [2]), step 3 (at model.c:12)"; a NaN/Inf already in a leaf input, e.g. a
+ * parameter broken by an update, is named as such). Intended -inf is not an anomaly:
+ * the output of a masking op ("causal_mask"), and Inf passed on from an input that is an
+ * op output (already judged) or a constant leaf holding -inf (an additive mask); turning
+ * it into NaN is.
+ * Cost when off: one branch per op. When on: one pass over each output and gradient. */
+void tt_set_detect_anomaly(bool on);
+bool tt_detect_anomaly(void);
+/* The training step quoted in anomaly messages (e.g. set it at the top of each step);
+ * -1 (the default) prints "step ?". */
+void tt_anomaly_set_step(long step);
+long tt_anomaly_step(void);
+
 /* ---- testing aid: deliberately wrong backward ------------------------------------ */
 /* Scale every gradient contribution made by the backward of op `op` by `factor`
  * (1.01 = "off by 1%"); NULL restores the normal engine. Used by the mutation tests
