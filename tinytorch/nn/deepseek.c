@@ -68,6 +68,14 @@ tt_status tt_dsv3_config_check(const tt_dsv3_config *c) {
     if (!(c->aux_alpha >= 0.0f) || !isfinite(c->aux_alpha))
         return tt_fail(TT_ERR_ARG, "%s: aux_alpha = %g must be finite and >= 0", pre,
                        (double)c->aux_alpha);
+    /* Size: count the parameters in double (no overflow) and refuse a model that could
+     * not be allocated, instead of aborting later in tt_dsv3_new. */
+    double d = c->dim, per_layer = 4.0 * d * d + 2.0 * d * c->rank + 3.0 * c->rank * d + 4.0 * d +
+                                    d * c->n_experts + (double)c->n_experts * (2.0 * d * c->expert_hidden + c->expert_hidden + d);
+    double total = 2.0 * c->vocab * d + (double)c->max_seq * d + c->vocab + c->n_layers * per_layer;
+    if (total > TT_DSV3_MAX_PARAMS)
+        return tt_fail(TT_ERR_ARG, "%s: %.3g parameters exceed the limit of %.3g", pre, total,
+                       (double)TT_DSV3_MAX_PARAMS);
     if (!(c->noise_std >= 0.0f) || !isfinite(c->noise_std))
         return tt_fail(TT_ERR_ARG, "%s: noise_std = %g must be finite and >= 0", pre,
                        (double)c->noise_std);

@@ -24,6 +24,8 @@ typedef struct tt_dsv3_config {
 /* The model card of the seed: vocab 100, hidden 64, 2 layers, 4 heads, 4 experts,
  * 2 active, rank 16, expert hidden 256, max_seq 64, aux_alpha 0.01. */
 tt_dsv3_config tt_dsv3_config_toy(void);
+/* Largest model tt_dsv3_config_check accepts (parameters; 4 bytes each, plus grads). */
+#define TT_DSV3_MAX_PARAMS 1e9
 /* TT_OK, or TT_ERR_ARG with a message in tt_last_error() (heads not dividing dim,
  * top_k > n_experts, non-positive sizes, ...). */
 tt_status tt_dsv3_config_check(const tt_dsv3_config *c);
