@@ -195,6 +195,13 @@ static const row g_rows[] = {
     ST("overlapping tensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
        "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[8,24]}}", 24, TT_ERR_FORMAT,
        "tensors 'a' and 'b' overlap (data_offsets [0, 16] and [8, 24])"),
+    ST("gap between tensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+       "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12, TT_ERR_FORMAT,
+       "4 unused bytes between tensors 'a' and 'b'"),
+    ST("data before the first tensor", TENSOR("w", "F32", "[1]", "[4,8]"), 8, TT_ERR_FORMAT,
+       "4 unused bytes before tensor 'w'"),
+    ST("data after the last tensor", TENSOR("w", "F32", "[1]", "[0,4]"), 12, TT_ERR_FORMAT,
+       "8 bytes of data after the last tensor"),
     ST("metadata not an object", "{\"__metadata__\": [\"a\"]}", 0, TT_ERR_FORMAT, "\"__metadata__\" must be an object of strings"),
     ST("metadata value not a string", "{\"__metadata__\": {\"step\": 3}}", 0, TT_ERR_FORMAT,
        "metadata value for 'step' must be a string"),

@@ -509,6 +509,25 @@ tt_status tt_safetensors_parse(const unsigned char *bytes, size_t len, tt_safete
                          (unsigned long long)b->end);
             goto done;
         }
+        if (b->begin > a->end) {
+            st = tt_fail(TT_ERR_FORMAT,
+                         "%llu unused bytes between tensors '%s' and '%s' (the format requires "
+                         "the data to be packed)",
+                         (unsigned long long)(b->begin - a->end), a->name, b->name);
+            goto done;
+        }
+    }
+    /* As the reference implementation: the tensors tile the data buffer exactly. */
+    if (n > 0 && by_begin[0]->begin != 0) {
+        st = tt_fail(TT_ERR_FORMAT, "%llu unused bytes before tensor '%s'",
+                     (unsigned long long)by_begin[0]->begin, by_begin[0]->name);
+        goto done;
+    }
+    size_t used = n > 0 ? (size_t)by_begin[n - 1]->end : 0;
+    if (used != data_len) {
+        st = tt_fail(TT_ERR_FORMAT, "%llu bytes of data after the last tensor",
+                     (unsigned long long)(data_len - used));
+        goto done;
     }
 
     /* everything is valid: build the tensors */
