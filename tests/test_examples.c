@@ -146,7 +146,7 @@ static void corrupt(const char *src, const char *dst, long offset, int truncate_
     snprintf(d, sizeof d, "%s/%s", g_tmp, dst);
     FILE *f = fopen(s, "rb");
     ck_assert_ptr_nonnull(f);
-    static unsigned char buf[1 << 22];
+    static unsigned char buf[1 << 24]; /* a v3 checkpoint with AdamW state is ~4.2 MB */
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     if (truncate_to >= 0) n = (size_t)truncate_to;
@@ -235,6 +235,112 @@ START_TEST(test_generate_cached_equals_full) {
 }
 END_TEST
 
+/* ---- --preset v3: the faithful DeepSeek-V3 model (nn/v3.h) ------------------------------- */
+
+START_TEST(test_v3_card_and_smoke_run) {
+    int rc = run(out, sizeof out, "train_toy --preset v3 --steps 20");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    const char *want[] = {
+        "faithful architecture", "vocab_size             100", "dim                    64",
+        "n_layers               4 (n_dense_layers 1", "q_lora_rank 32, kv_lora_rank 32",
+        "cache 640 B/token instead of 2560 B", "8 routed + 1 shared (moe_inter_dim 40), 2 active",
+        "sigmoid scores, route_scale 2.5, 4 groups (2 kept), gate bias yes",
+        "MTP                    1 module (D = 1)",
+        /* sized to the seed model's activated parameter count */
+        "activated parameters   173144 per token", "seed preset on the same data: 173444",
+        "adamw (betas 0.9, 0.95, weight decay 0.1), lr 0.006",
+        "bias update gamma 0.001, sequence-wise balance loss alpha 0.0001, MTP lambda 0.3",
+        "grad clip 1,", "| mtp ", "final held-out loss", "gate bias min..max", "(layer 0 is dense)"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(strstr(out, want[i]), "output lacks \"%s\":\n%s", want[i], out);
+    /* the load table lists the MoE layers 1..3 */
+    ck_assert_msg(strstr(out, "\n      1  ") && strstr(out, "\n      3  ") && !strstr(out, "\n      0  "),
+                  "%s", out);
+    /* every switch off: no MTP column, the bias stays 0 */
+    rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 5 --gamma 0 --aux-alpha 0 --mtp-lambda 0");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "gamma 0 (off)") && strstr(out, "MTP lambda 0 (off)") &&
+                  strstr(out, "MTP                    none") && !strstr(out, "| mtp ") &&
+                  strstr(out, "+0.0000..+0.0000"), "%s", out);
+    /* flags of the other model are refused */
+    const char *bad[] = {"--preset v3 --hidden 32", "--preset v3 --experts 8", "--gamma 0.01",
+                         "--mtp-lambda 0.1", "--config c.json --preset seed", "--preset v4",
+                         "--preset v3 --seq 300 --config c.json"};
+    char path[600];
+    snprintf(path, sizeof path, "%s/c.json", g_tmp);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"vocab_size\": 100, \"dim\": 32, \"inter_dim\": 64, \"moe_inter_dim\": 16, "
+          "\"n_layers\": 2, \"n_dense_layers\": 1, \"n_heads\": 2, \"n_routed_experts\": 4, "
+          "\"n_shared_experts\": 1, \"n_activated_experts\": 2, \"n_expert_groups\": 1, "
+          "\"n_limited_groups\": 1, \"score_func\": \"softmax\", \"route_scale\": 1.0, "
+          "\"q_lora_rank\": 0, \"kv_lora_rank\": 16, \"qk_nope_head_dim\": 8, "
+          "\"qk_rope_head_dim\": 4, \"v_head_dim\": 8, \"max_seq_len\": 64, \"dtype\": \"bf16\"}\n", f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = run(out, sizeof out, "train_toy %s --steps 1", bad[i]);
+        ck_assert_msg(rc == 2 && strstr(out, "error"), "train_toy %s: exit %d, want 2:\n%s", bad[i],
+                      rc, out);
+    }
+    /* an official-style ModelArgs JSON: wq without compression, softmax, no gate bias */
+    rc = run(out, sizeof out, "train_toy --config c.json " SMALL " --steps 10 --save c.st");
+    ck_assert_msg(rc == 0 && strstr(out, "--config c.json") && strstr(out, "dim                    32") &&
+                  strstr(out, "softmax scores") && strstr(out, "gate bias no") &&
+                  strstr(out, "q_lora_rank 0, kv_lora_rank 16"), "exit %d:\n%s", rc, out);
+    rc = run(out, sizeof out, "generate --load c.st --check --tokens 20");
+    ck_assert_msg(rc == 0 && strstr(out, "OK") && strstr(out, "160 bytes/token"), "exit %d:\n%s",
+                  rc, out);
+}
+END_TEST
+
+START_TEST(test_v3_resume_is_bit_identical) {
+    static char a[1 << 15], b[1 << 15];
+    int rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 60 --log a.csv --save a.st");
+    ck_assert_msg(rc == 0, "%s", out);
+    rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 60 --stop-at 30 --log b.csv --save b.st");
+    ck_assert_msg(rc == 0, "%s", out);
+    rc = run(out, sizeof out, "train_toy --resume b.st --log b.csv --save b.st");
+    ck_assert_msg(rc == 0 && strstr(out, "resumed from b.st at step 30") &&
+                  strstr(out, "faithful architecture"), "%s", out);
+    csv_columns("a.csv", a, sizeof a);
+    csv_columns("b.csv", b, sizeof b);
+    ck_assert_msg(strcmp(a, b) == 0, "losses differ:\n--- straight\n%s\n--- resumed\n%s", a, b);
+    /* parameters (gate biases included), AdamW moments, step: the same bytes */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "cmp -s %s/a.st %s/b.st", g_tmp, g_tmp);
+    ck_assert_msg(system(cmd) == 0, "a.st and b.st differ");
+    /* the model and optimizer are the file's; gamma and lambda may change (as in V3) */
+    ck_assert_int_eq(run(out, sizeof out, "train_toy --resume b.st --lr 0.1"), 2);
+    ck_assert(strstr(out, "--lr differs from the checkpoint"));
+    ck_assert_int_eq(run(out, sizeof out, "train_toy --resume b.st --preset seed"), 2);
+    ck_assert_int_eq(run(out, sizeof out, "train_toy --resume b.st --hidden 32"), 2);
+    rc = run(out, sizeof out, "train_toy --resume b.st --steps 65 --gamma 0 --mtp-lambda 0.1");
+    ck_assert_msg(rc == 0 && strstr(out, "gamma 0 (off)") && strstr(out, "MTP lambda 0.1"), "%s", out);
+    /* a model trained without MTP has no module to switch on */
+    rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 2 --mtp-lambda 0 --save n.st");
+    ck_assert_msg(rc == 0, "%s", out);
+    rc = run(out, sizeof out, "train_toy --resume n.st --steps 4 --mtp-lambda 0.3");
+    ck_assert_msg(rc == 2 && strstr(out, "no MTP module"), "exit %d:\n%s", rc, out);
+}
+END_TEST
+
+START_TEST(test_v3_generate_cached_equals_full) {
+    int rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 40 --save g.st");
+    ck_assert_msg(rc == 0, "%s", out);
+    rc = run(out, sizeof out, "generate --load g.st --check --tokens 60 --top-k 5 --seed 3");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "max abs diff") && strstr(out, "OK"), "%s", out);
+    /* absorb form: 4 layers x (kv_lora_rank 32 + qk_rope_head_dim 8) x 4 B, against full
+     * K/V per head: 4 layers x 4 heads x (16 + 8 + 16) x 4 B */
+    ck_assert_msg(strstr(out, "absorb form") && strstr(out, "640 bytes/token") &&
+                  strstr(out, "2560 bytes/token"), "%s", out);
+    /* corrupted v3 checkpoints are refused like seed ones */
+    corrupt("g.st", "bad.st", -7, -1);
+    rc = run(out, sizeof out, "generate --load bad.st --tokens 4");
+    ck_assert_msg(rc == 1 && strstr(out, "checksum"), "exit %d:\n%s", rc, out);
+}
+END_TEST
+
 static Suite *examples_suite(void) {
     Suite *s = suite_create("examples");
     TCase *tc = tcase_create("deepseek toy");
@@ -246,6 +352,9 @@ static Suite *examples_suite(void) {
     tcase_add_test(tc, test_corrupted_checkpoints_are_rejected);
     tcase_add_test(tc, test_training_on_a_text_file);
     tcase_add_test(tc, test_generate_cached_equals_full);
+    tcase_add_test(tc, test_v3_card_and_smoke_run);
+    tcase_add_test(tc, test_v3_resume_is_bit_identical);
+    tcase_add_test(tc, test_v3_generate_cached_equals_full);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,11 +4,15 @@
  *   ./build/examples/deepseek/generate --load toy.safetensors --check
  *
  * The checkpoint carries the model config in its metadata, so nothing else is needed.
- * Decoding feeds the prompt once, then one token at a time through
- * tt_dsv3_forward_cached: each layer keeps only the compressed latent c = kv_a_proj(x)
- * of every past token (rank floats) and restores K and V from it, instead of keeping
- * K and V themselves (2 * dim floats). --check recomputes the whole sequence without
- * the cache and compares every position's logits.
+ * Decoding feeds the prompt once, then one token at a time through the model's cached
+ * forward. Seed model (tt_dsv3_forward_cached): each layer keeps only the compressed
+ * latent c = kv_a_proj(x) of every past token (rank floats) and restores K and V from
+ * it, instead of keeping K and V themselves (2 * dim floats). v3 model
+ * (tt_v3_forward_cached, absorb form): each layer keeps kv_norm(c) [kv_lora_rank] and
+ * the rotated k_pe [qk_rope_head_dim] and never rebuilds K or V (W_UK is absorbed into
+ * the query, W_UV into the output), instead of n_heads * (dn + dr + dv) floats of full
+ * per-head K and V. --check recomputes the whole sequence without the cache and
+ * compares every position's logits.
  */
 #include "corpus.h"
 #include "flags.h"
@@ -17,6 +21,7 @@
 
 #include "tinytorch.h"
 #include "nn/deepseek.h"
+#include "nn/v3.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -118,7 +123,9 @@ static void print_tokens(const int32_t *ids, int n, bool bytes) {
 }
 
 typedef struct loaded {
-    tt_dsv3 *model;
+    tt_dsv3 *model;        /* a seed checkpoint, else NULL                                   */
+    tt_v3 *v3;             /* a --preset v3 checkpoint, else NULL                            */
+    int vocab, max_seq;
     long step;
     corpus_kind kind;
     uint64_t data_seed;
@@ -128,7 +135,7 @@ typedef struct loaded {
 /* The config and data description from the metadata, then the parameters. */
 static void load_model(const char *path, loaded *ck) {
     tt_safetensors st;
-    tt_dsv3_config cfg;
+    toyckpt_model cfg;
     char err[1024], why[128];
     if (toyckpt_open(path, &st, &cfg, err, sizeof err) != 0) die(1, "%s", err);
     if (toyckpt_verify(path, &st, err, sizeof err) != 0) die(1, "%s", err);
@@ -144,15 +151,42 @@ static void load_model(const char *path, loaded *ck) {
     if (!tseq || flags_parse_int(tseq, 2, 1 << 20, &ck->train_seq, why, sizeof why) != 0)
         die(1, "'%s' is corrupt: metadata train.seq: %s", path, tseq ? why : err);
     tt_safetensors_free(&st);
-    ck->model = tt_dsv3_new(&cfg);
-    if (!ck->model) die(1, "'%s': %s", path, tt_last_error());
-    if (tt_checkpoint_load(path, &ck->model->params, NULL, &ck->step, NULL, NULL) != TT_OK)
+    tt_params *params;
+    ck->model = NULL, ck->v3 = NULL;
+    if (cfg.preset == TOYCKPT_V3) {
+        ck->v3 = tt_v3_new(&cfg.v3, 0.0f); /* every value comes from the file */
+        if (!ck->v3) die(1, "'%s': %s", path, tt_last_error());
+        params = &ck->v3->params;
+        ck->vocab = cfg.v3.vocab_size, ck->max_seq = cfg.v3.max_seq_len;
+    } else {
+        ck->model = tt_dsv3_new(&cfg.seed);
+        if (!ck->model) die(1, "'%s': %s", path, tt_last_error());
+        params = &ck->model->params;
+        ck->vocab = cfg.seed.vocab, ck->max_seq = cfg.seed.max_seq;
+    }
+    if (tt_checkpoint_load(path, params, NULL, &ck->step, NULL, NULL) != TT_OK)
         die(1, "cannot load the model: %s", tt_last_error());
 }
 
+/* The cache of either model. */
+typedef struct any_cache {
+    tt_dsv3_cache seed;
+    tt_v3_cache v3;
+} any_cache;
+
+static tt_tensor *forward_cached(loaded *ck, tt_tensor *ids, any_cache *c) {
+    return ck->v3 ? tt_v3_forward_cached(ck->v3, ids, &c->v3)
+                  : tt_dsv3_forward_cached(ck->model, ids, &c->seed);
+}
+
+static int cached_tokens(const loaded *ck, const any_cache *c) {
+    return ck->v3 ? c->v3.len : c->seed.layers[0].len;
+}
+
 static const char *ABOUT =
-    "Sample from a checkpoint written by train_toy, decoding with the model's KV cache of\n"
-    "compressed latents (tt_dsv3_forward_cached). Prints the tokens, the cache size per\n"
+    "Sample from a checkpoint written by train_toy (either preset), decoding with the\n"
+    "model's KV cache of compressed latents (tt_dsv3_forward_cached, or for v3 models\n"
+    "tt_v3_forward_cached in absorb form). Prints the tokens, the cache size per\n"
     "token next to what full K and V would take, and with --check verifies that cached\n"
     "decoding gives the same logits as recomputing the whole sequence.";
 static const char *FOOTER =
@@ -192,20 +226,19 @@ int main(int argc, char **argv) {
 
     loaded ck;
     load_model(load, &ck);
-    tt_dsv3 *m = ck.model;
-    const tt_dsv3_config *c = &m->cfg;
-    const bool bytes = c->vocab == 256 && ck.kind == CORPUS_BYTES;
+    const int vocab = ck.vocab, max_seq = ck.max_seq;
+    const bool bytes = vocab == 256 && ck.kind == CORPUS_BYTES;
 
     /* the prompt */
-    int32_t *seq = calloc((size_t)c->max_seq + 1, sizeof *seq);
+    int32_t *seq = calloc((size_t)max_seq + 1, sizeof *seq);
     if (!seq) abort();
     int n_prompt = 0;
     if (prompt && bytes) {
         size_t len = strlen(prompt);
-        if ((long)len > c->max_seq) die(2, "--prompt is %zu bytes, the model sees at most %d", len, c->max_seq);
+        if ((long)len > max_seq) die(2, "--prompt is %zu bytes, the model sees at most %d", len, max_seq);
         for (size_t i = 0; i < len; i++) seq[n_prompt++] = (unsigned char)prompt[i];
     } else if (prompt) {
-        n_prompt = parse_ids(prompt, c->vocab, seq, c->max_seq);
+        n_prompt = parse_ids(prompt, vocab, seq, max_seq);
     } else if (ck.kind == CORPUS_SYNTHETIC) {
         corpus src;
         corpus_synthetic(&src, ck.data_seed);
@@ -217,31 +250,37 @@ int main(int argc, char **argv) {
         seq[n_prompt++] = bytes ? '\n' : 0;
     }
     if (n_prompt == 0) die(2, "--prompt is empty");
-    if (n_prompt + tokens > c->max_seq) {
-        int fit = c->max_seq - n_prompt;
+    if (n_prompt + tokens > max_seq) {
+        int fit = max_seq - n_prompt;
         fprintf(stderr, "generate: note: the model has %d positions; generating %d tokens, not %d\n",
-                c->max_seq, fit, tokens);
+                max_seq, fit, tokens);
         tokens = fit;
     }
     const int total = n_prompt + tokens;
     if (total > ck.train_seq)
         fprintf(stderr, "generate: note: the model was trained on windows of %d tokens; positions "
-                        "%d..%d use position embeddings it never trained\n",
-                ck.train_seq, ck.train_seq, total - 1);
+                        "%d..%d %s\n", ck.train_seq, ck.train_seq, total - 1,
+                ck.v3 ? "are longer than any it saw (RoPE)"
+                      : "use position embeddings it never trained");
 
     /* the cache and the decoding loop; logits of every fed position kept for --check */
-    const int V = c->vocab;
+    const int V = vocab;
     float *cached_logits = malloc((size_t)total * V * sizeof *cached_logits);
     if (!cached_logits) abort();
-    tt_dsv3_cache cache;
-    tt_dsv3_cache_init(&cache, m, total);
-    m->training = false;
+    any_cache cache;
+    memset(&cache, 0, sizeof cache);
+    if (ck.v3) {
+        tt_v3_cache_init(&cache.v3, ck.v3, total);
+    } else {
+        tt_dsv3_cache_init(&cache.seed, ck.model, total);
+        ck.model->training = false;
+    }
     tt_rng rng;
     tt_rng_seed(&rng, (uint64_t)seed);
     tt_tensor *prompt_ids = tt_from_ids(TT_SHAPE(1, n_prompt), seq);
     tt_tensor *one = tt_tensor_new(TT_I32, TT_SHAPE(1, 1));
     double t0 = progress_now();
-    tt_tensor *lg = tt_dsv3_forward_cached(m, prompt_ids, &cache);
+    tt_tensor *lg = forward_cached(&ck, prompt_ids, &cache);
     memcpy(cached_logits, lg->data, (size_t)n_prompt * V * sizeof(float));
     int fed = n_prompt;
     double logp_sum = 0;
@@ -257,15 +296,20 @@ int main(int argc, char **argv) {
         tt_tape_reset();
         if (k + 1 == tokens && !check) { fed++; break; }
         tt_ids(one)[0] = next;
-        lg = tt_dsv3_forward_cached(m, one, &cache);
+        lg = forward_cached(&ck, one, &cache);
         memcpy(cached_logits + (size_t)fed * V, lg->data, (size_t)V * sizeof(float));
         fed++;
     }
     double dt = progress_now() - t0;
     tt_tape_reset();
 
-    printf("model: %s (vocabulary %d, hidden %d, %d layers, MLA rank %d), step %ld\n", load,
-           c->vocab, c->dim, c->n_layers, c->rank, ck.step);
+    if (ck.v3)
+        printf("model: %s (v3: vocab_size %d, dim %d, %d layers, kv_lora_rank %d, "
+               "qk_rope_head_dim %d), step %ld\n", load, vocab, ck.v3->cfg.dim,
+               ck.v3->cfg.n_layers, ck.v3->cfg.kv_lora_rank, ck.v3->cfg.qk_rope_head_dim, ck.step);
+    else
+        printf("model: %s (vocabulary %d, hidden %d, %d layers, MLA rank %d), step %ld\n", load,
+               vocab, ck.model->cfg.dim, ck.model->cfg.n_layers, ck.model->cfg.rank, ck.step);
     printf("prompt (%d tokens): ", n_prompt);
     print_tokens(seq, n_prompt, bytes);
     printf("\ngenerated (%d tokens, temperature %g", tokens, temperature);
@@ -274,7 +318,7 @@ int main(int argc, char **argv) {
     print_tokens(seq + n_prompt, tokens, bytes);
     printf("\n");
     if (tokens > 0) printf("mean log-probability of the sampled tokens: %.4f nats\n", logp_sum / tokens);
-    if (ck.kind == CORPUS_SYNTHETIC && c->vocab == CORPUS_VOCAB) {
+    if (ck.kind == CORPUS_SYNTHETIC && vocab == CORPUS_VOCAB) {
         int ok = 0, n = 0;
         for (int t = n_prompt; t < total; t++) {
             if (t < 2) continue;
@@ -284,11 +328,26 @@ int main(int argc, char **argv) {
         printf("generated tokens the source could have emitted after their two predecessors: %d/%d\n",
                ok, n);
     }
-    const long latent_b = (long)c->n_layers * c->rank * 4, full_b = 2L * c->n_layers * c->dim * 4;
-    printf("KV cache: %ld bytes/token (%d layers x rank %d x 4 B) vs %ld bytes/token for full K/V "
-           "(2 x %d layers x %d x 4 B): %.1fx smaller; %d tokens cached = %ld bytes\n",
-           latent_b, c->n_layers, c->rank, full_b, c->n_layers, c->dim,
-           (double)full_b / (double)latent_b, cache.layers[0].len, latent_b * cache.layers[0].len);
+    const int n_cached = cached_tokens(&ck, &cache);
+    if (ck.v3) {
+        const tt_v3_config *c = &ck.v3->cfg;
+        const int L = c->n_layers, H = c->n_heads, dn = c->qk_nope_head_dim,
+                  dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+        const long latent_b = (long)L * (c->kv_lora_rank + dr) * 4,
+                   full_b = (long)L * H * (dn + dr + dv) * 4;
+        printf("KV cache (absorb form): %ld bytes/token (%d layers x (kv_lora_rank %d + "
+               "qk_rope_head_dim %d) x 4 B) vs %ld bytes/token for full K/V per head (%d layers x "
+               "%d heads x (%d + %d + %d) x 4 B): %.1fx smaller; %d tokens cached = %ld bytes\n",
+               latent_b, L, c->kv_lora_rank, dr, full_b, L, H, dn, dr, dv,
+               (double)full_b / (double)latent_b, n_cached, latent_b * n_cached);
+    } else {
+        const tt_dsv3_config *c = &ck.model->cfg;
+        const long latent_b = (long)c->n_layers * c->rank * 4, full_b = 2L * c->n_layers * c->dim * 4;
+        printf("KV cache: %ld bytes/token (%d layers x rank %d x 4 B) vs %ld bytes/token for full K/V "
+               "(2 x %d layers x %d x 4 B): %.1fx smaller; %d tokens cached = %ld bytes\n",
+               latent_b, c->n_layers, c->rank, full_b, c->n_layers, c->dim,
+               (double)full_b / (double)latent_b, n_cached, latent_b * n_cached);
+    }
     printf("decoding: %.1f tokens/s with the cache\n", dt > 0 ? (double)tokens / dt : 0.0);
 
     int status = 0;
@@ -297,11 +356,12 @@ int main(int argc, char **argv) {
         int n_full = fed;
         tt_tensor *all = tt_from_ids(TT_SHAPE(1, n_full), seq);
         tt_no_grad_begin();
-        tt_dsv3_output out = tt_dsv3_forward(m, all, NULL);
+        const float *full = ck.v3 ? tt_v3_forward(ck.v3, all, NULL, 0.0f).logits->data
+                                  : tt_dsv3_forward(ck.model, all, NULL).logits->data;
         tt_no_grad_end();
         double maxdiff = 0;
         for (size_t i = 0; i < (size_t)n_full * V; i++) {
-            double d = fabs((double)out.logits->data[i] - cached_logits[i]);
+            double d = fabs((double)full[i] - cached_logits[i]);
             if (!(d <= maxdiff)) maxdiff = d; /* NaN counts as a difference */
         }
         tt_tape_reset();
@@ -314,9 +374,14 @@ int main(int argc, char **argv) {
 
     tt_free(prompt_ids);
     tt_free(one);
-    tt_dsv3_cache_free(&cache);
+    if (ck.v3) {
+        tt_v3_cache_free(&cache.v3);
+        tt_v3_free(ck.v3);
+    } else {
+        tt_dsv3_cache_free(&cache.seed);
+        tt_dsv3_free(ck.model);
+    }
     free(cached_logits);
     free(seq);
-    tt_dsv3_free(m);
     return status;
 }

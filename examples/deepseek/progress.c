@@ -28,8 +28,10 @@ char *progress_hms(double seconds, char *buf, size_t n) {
 void progress_print(FILE *f, const progress_line *p) {
     char eta[32];
     int width = snprintf(NULL, 0, "%ld", p->total);
-    fprintf(f, "step %*ld/%ld | loss %.4f | ce %.4f | aux %.4f | lr %.2e | %6.0f tok/s | ETA %s\n",
-            width, p->step, p->total, p->loss, p->ce, p->aux, p->lr, p->tokens_per_s,
+    fprintf(f, "step %*ld/%ld | loss %.4f | ce %.4f | aux %.4f | ", width, p->step, p->total,
+            p->loss, p->ce, p->aux);
+    if (!isnan(p->mtp)) fprintf(f, "mtp %.4f | ", p->mtp);
+    fprintf(f, "lr %.2e | %6.0f tok/s | ETA %s\n", p->lr, p->tokens_per_s,
             progress_hms(p->eta_s, eta, sizeof eta));
     fflush(f);
 }
@@ -41,7 +43,7 @@ FILE *progress_csv_open(const char *path, int append) {
         return NULL;
     }
     if (!append || ftell(f) == 0)
-        fprintf(f, "step,loss,ce,aux,lr,heldout,max_load,tokens_per_s,elapsed_s\n");
+        fprintf(f, "step,loss,ce,aux,lr,heldout,max_load,tokens_per_s,elapsed_s,mtp\n");
     fflush(f);
     return f;
 }
@@ -51,6 +53,7 @@ void progress_csv_row(FILE *f, const progress_line *p, double heldout, double ma
     fprintf(f, "%ld,%.6f,%.6f,%.6f,%.6g,", p->step, p->loss, p->ce, p->aux, p->lr);
     if (isnan(heldout)) fprintf(f, ","); else fprintf(f, "%.6f,", heldout);
     if (isnan(max_load)) fprintf(f, ","); else fprintf(f, "%.4f,", max_load);
-    fprintf(f, "%.1f,%.3f\n", p->tokens_per_s, elapsed_s);
+    fprintf(f, "%.1f,%.3f,", p->tokens_per_s, elapsed_s);
+    if (isnan(p->mtp)) fprintf(f, "\n"); else fprintf(f, "%.6f\n", p->mtp);
     fflush(f);
 }

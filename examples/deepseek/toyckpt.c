@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const toyckpt_preset_names[2] = {"seed", "v3"};
+
 uint64_t toyckpt_fnv1a(const void *bytes, size_t n, uint64_t h) {
     const unsigned char *p = bytes;
     for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
@@ -31,7 +33,7 @@ const char *toyckpt_meta(const char *path, const tt_safetensors *st, const char 
     return v;
 }
 
-int toyckpt_open(const char *path, tt_safetensors *st, tt_dsv3_config *cfg, char *err,
+int toyckpt_open(const char *path, tt_safetensors *st, toyckpt_model *model, char *err,
                  size_t errlen) {
     memset(st, 0, sizeof *st);
     if (tt_safetensors_load(path, st) != TT_OK) {
@@ -52,8 +54,24 @@ int toyckpt_open(const char *path, tt_safetensors *st, tt_dsv3_config *cfg, char
                               "metadata)", path);
         goto fail;
     }
-    if (tt_dsv3_config_from_json(config, cfg) != TT_OK) {
-        snprintf(err, errlen, "'%s' has an invalid model config: %s", path, tt_last_error());
+    const char *preset = tt_safetensors_meta(st, "train.preset");
+    memset(model, 0, sizeof *model);
+    if (!preset || !strcmp(preset, toyckpt_preset_names[TOYCKPT_SEED])) {
+        model->preset = TOYCKPT_SEED;
+        if (tt_dsv3_config_from_json(config, &model->seed) != TT_OK) {
+            snprintf(err, errlen, "'%s' has an invalid model config: %s", path, tt_last_error());
+            goto fail;
+        }
+    } else if (!strcmp(preset, toyckpt_preset_names[TOYCKPT_V3])) {
+        model->preset = TOYCKPT_V3;
+        if (tt_v3_config_from_json(config, strlen(config), &model->v3) != TT_OK) {
+            snprintf(err, errlen, "'%s' has an invalid v3 model config: %s", path,
+                     tt_last_error());
+            goto fail;
+        }
+    } else {
+        snprintf(err, errlen, "'%s' is corrupt: unknown train.preset '%.40s' (seed or v3)", path,
+                 preset);
         goto fail;
     }
     return 0;
