@@ -27,7 +27,7 @@ static void mla_gradcheck(const char *op) {
     tt_params_free(&p);
 }
 
-START_TEST(test_mla_grad_softmax) { mla_gradcheck("softmax"); }
+START_TEST(test_mla_grad_attention) { mla_gradcheck("attention"); }
 END_TEST
 START_TEST(test_mla_grad_matmul_nt) { mla_gradcheck("matmul_nt"); }
 END_TEST
@@ -138,7 +138,7 @@ static Suite *mla_suite(void) {
     Suite *s = suite_create("mla");
     TCase *tc = tcase_create("mla");
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_mla_grad_softmax);
+    tcase_add_test(tc, test_mla_grad_attention);
     tcase_add_test(tc, test_mla_grad_matmul_nt);
     tcase_add_test(tc, test_mla_single_position);
     tcase_add_test(tc, test_mla_causal);

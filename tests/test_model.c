@@ -373,7 +373,7 @@ START_TEST(test_model_grad) {
     }
     printf("  model: seed %llu, no routing or ReLU flip in any step\n", (unsigned long long)seed);
     ck_assert_msg(ctx.km.flips == 0, "every seed in [1, 200] flips a decision in some step");
-    tt_test_gradcheck("index_add", f_model, &ctx, N_MODEL_INPUTS, in, &opts);
+    tt_test_gradcheck("moe_combine", f_model, &ctx, N_MODEL_INPUTS, in, &opts);
     tt_test_gradcheck("cross_entropy", f_model, &ctx, N_MODEL_INPUTS, in, &opts);
     ck_assert_int_eq(ctx.km.flips, 0);
     tt_free(ctx.ids);

@@ -520,7 +520,7 @@ static void moe_gradcheck(tt_ffn_kind kind, int shared, uint64_t seed, const cha
 
 START_TEST(test_moe_grad) {
     /* SwiGLU experts: smooth, so no kink of ReLU can sit inside a finite-difference step */
-    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "index_add");
+    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "moe_combine");
     moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "index_select");
     moe_gradcheck(TT_FFN_SWIGLU, 4, 8, "index_select");
 }
@@ -529,7 +529,7 @@ END_TEST
 START_TEST(test_moe_relu_grad) {
     /* the seed's ReLU experts, on a seed where no hidden pre-activation lies within 0.01
      * of the kink at 0 (a step moves one by at most 1e-2 * max(|x|, |W1|) <= 1e-2) */
-    moe_gradcheck(TT_FFN_RELU, 0, 8, "index_add");
+    moe_gradcheck(TT_FFN_RELU, 0, 8, "moe_combine");
 }
 END_TEST
 

@@ -159,7 +159,7 @@ static void check_fixture(const char *tag) { check_fixture_(tag, false); }
 /* The comparison is sharp: a backward off by 1% (rope's, or the gate's top-k gather) is
  * reported NOT OK for some tensor. */
 START_TEST(test_v3_fixture_notices_mutations) {
-    const char *ops[] = {"rope", "gather", "rms_norm", "index_add"};
+    const char *ops[] = {"rope", "gather", "rms_norm", "moe_combine"};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         printf("-- mutation: backward of '%s' scaled by 1.01\n", ops[i]);
         tt_debug_mutate_backward(ops[i], 1.01f);

@@ -18,6 +18,7 @@
 #include "error.h"
 #include "gradcheck.h"
 #include "ops.h"
+#include "ops_attention.h"
 #include "rng.h"
 #include "tensor.h"
 #include "kernels/gemm.h"

@@ -4,13 +4,14 @@
  *   k = kv[..., :d], v = kv[..., d:]; each split into H heads of hd = d/H
  *   per head: a = softmax(mask(q k^T / sqrt(hd)));  o = a v
  *   y = o_proj(concat_h o)
- * Heads are moved next to the batch ([B,T,H,hd] -> [B,H,T,hd] -> [B*H,T,hd]) so that
- * one batched matmul computes every head. The backward is the tape's: nothing here
- * needs a hand-written derivative.
+ * The attention itself is one fused op (tt_attention_kv, ops/attention_fused.c) that
+ * reads every head in place from q and kv_b_proj's output; its backward is the op's,
+ * the rest is the tape's.
  */
 #include "mla.h"
 
 #include "../internal.h"
+#include "../ops_attention.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,32 +35,16 @@ void tt_mla_init(tt_mla *m, tt_params *p, const char *name, const tt_mla_config 
     tt_linear_init(&m->o_proj, p, tt_name_join(path, name, "o_proj"), d, d, cfg->bias);
 }
 
-/* [B, T, H*hd] -> [B*H, T, hd] */
-static tt_tensor *split_heads(tt_tensor *t, int B, int T, int H, int hd) {
-    tt_tensor *h = tt_transpose(tt_reshape(t, 4, ((int[]){B, T, H, hd})), 1, 2); /* [B,H,T,hd] */
-    return tt_reshape(h, 3, ((int[]){B * H, T, hd}));
-}
-
-/* [B*H, T, hd] -> [B, T, H*hd] */
-static tt_tensor *merge_heads(tt_tensor *t, int B, int T, int H, int hd) {
-    tt_tensor *h = tt_transpose(tt_reshape(t, 4, ((int[]){B, H, T, hd})), 1, 2); /* [B,T,H,hd] */
-    return tt_reshape(h, 3, ((int[]){B, T, H * hd}));
-}
-
 /* Attention of q [B, T, d] over keys/values from the latents c [B, S, r], S >= T (the
- * queries are the last T of the S positions). */
-static tt_tensor *attend(const tt_mla *m, tt_tensor *q, tt_tensor *c, int B, int T, int S) {
-    const int d = m->cfg.dim, H = m->cfg.n_heads, hd = m->head_dim;
+ * queries are the last T of the S positions). kv_b_proj's output [B, S, 2d] holds K in
+ * its first d columns and V in the rest, head h at columns h*hd of each: the fused op
+ * reads the heads where they are (no split, no head transposes) and writes its output
+ * [B, T, d] with the heads side by side, ready for o_proj. */
+static tt_tensor *attend(const tt_mla *m, tt_tensor *q, tt_tensor *c) {
     tt_tensor *kv = tt_linear_forward(&m->kv_b_proj, c); /* [B, S, 2d] */
-    tt_tensor *kvs[2];
-    tt_split(kv, 2, 2, ((int[]){d, d}), kvs);
-    tt_tensor *qh = split_heads(q, B, T, H, hd);
-    tt_tensor *kh = split_heads(kvs[0], B, S, H, hd);
-    tt_tensor *vh = split_heads(kvs[1], B, S, H, hd);
-    tt_tensor *scores = tt_scale(tt_matmul_nt(qh, kh), 1.0f / sqrtf((float)hd)); /* [BH,T,S] */
-    tt_tensor *a = tt_softmax(tt_causal_mask(scores));
-    tt_tensor *o = tt_matmul(a, vh); /* [BH, T, hd] */
-    return tt_linear_forward(&m->o_proj, merge_heads(o, B, T, H, hd));
+    tt_tensor *o = tt_attention_kv(q, kv, m->cfg.n_heads, 1.0f / sqrtf((float)m->head_dim),
+                                   true); /* [B, T, d] */
+    return tt_linear_forward(&m->o_proj, o);
 }
 
 static void check_x(const tt_mla *m, tt_tensor *x, const char *op) {
@@ -72,10 +57,9 @@ static void check_x(const tt_mla *m, tt_tensor *x, const char *op) {
 
 tt_tensor *tt_mla_forward(const tt_mla *m, tt_tensor *x) {
     check_x(m, x, "mla");
-    const int B = x->shape[0], T = x->shape[1];
     tt_tensor *q = tt_linear_forward(&m->q_proj, x);    /* [B, T, d] */
     tt_tensor *c = tt_linear_forward(&m->kv_a_proj, x); /* [B, T, r] */
-    return attend(m, q, c, B, T, T);
+    return attend(m, q, c);
 }
 
 void tt_mla_cache_init(tt_mla_cache *c, int rank, int max_len) {
@@ -113,7 +97,7 @@ tt_tensor *tt_mla_forward_cached(const tt_mla *m, tt_tensor *x, tt_mla_cache *ca
     tt_tensor *c_all = tt_tmp(TT_F32, TT_SHAPE(1, S, r));
     memcpy(c_all->data, cache->latent, (size_t)S * r * sizeof(float));
     tt_tensor *q = tt_linear_forward(&m->q_proj, x);
-    tt_tensor *y = attend(m, q, c_all, 1, T, S);
+    tt_tensor *y = attend(m, q, c_all);
     tt_no_grad_end();
     return y;
 }

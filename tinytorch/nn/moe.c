@@ -13,9 +13,10 @@
  *
  * Dispatch: the N*K (token, slot) pairs are counting-sorted by expert; expert e runs
  * once on the rows routed to it:
- *   out = sum_e index_add(token_idx_e, Expert_e(index_select(x, token_idx_e)) * w_e)
- * so the work is N*K expert rows, independent of E, and the backward of index_select
- * / index_add scatters the gradients back to the tokens.
+ *   Y_e = Expert_e(index_select(x, token_idx_e))
+ *   out[n] = sum_k w[n, k] * (row of Y_{idx[n,k]} computed for token n)   (combine)
+ * so the work is N*K expert rows, independent of E; the backward of index_select
+ * scatters the gradients back to the tokens, that of combine to the Y_e and the weights.
  */
 #include "moe.h"
 
@@ -235,6 +236,87 @@ void tt_moe_free(tt_moe *m) {
     m->experts = NULL;
 }
 
+/* ---- combine: the weighted sum of the experts' outputs ------------------------------
+ * out[n, :] = sum_k w[n, k] * Y_{b(n,k)}[r(n,k), :]    (k ascending, from 0: the same
+ *   float operations as summing the slots one by one into zeros)
+ * where pair (n, k) was computed as row r(n,k) of busy expert b(n,k)'s output. Backward,
+ * g = dL/dout:
+ *   dw[n, k] += g[n, :] . Y_b[r, :]          dY_b[r, :] += w[n, k] g[n, :]
+ * Every pair is one (token, slot) and one expert row, so each gradient element has one
+ * writer: the token loop is split over threads with bit-identical results.
+ * One op instead of an index_add per expert (each of which copied all of [N, dim]
+ * forward and backward) and a broadcast multiply by the weights. */
+typedef struct combine_ctx {
+    const int32_t *busy_of, *row_of; /* [N * K] */
+} combine_ctx;
+
+#define COMBINE_PAR_MIN ((size_t)1 << 15)
+
+static void combine_backward(tt_node *nd) {
+    const combine_ctx *c = nd->ctx;
+    tt_tensor *w = nd->in[0];
+    const int N = w->shape[0], K = w->shape[1], dim = nd->out->shape[1], nb = nd->n_in - 1;
+    float *gw = tt_grad_acc(w);
+    float **gy = tt_arena_alloc((size_t)(nb ? nb : 1) * sizeof *gy);
+    bool any = gw != NULL;
+    for (int b = 0; b < nb; b++) any |= (gy[b] = tt_grad_acc(nd->in[1 + b])) != NULL;
+    if (!any) return;
+    const float *g = nd->out->grad;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((size_t)N * K * dim >= COMBINE_PAR_MIN)
+#endif
+    for (int n = 0; n < N; n++) {
+        const float *gn = g + (size_t)n * dim;
+        for (int k = 0; k < K; k++) {
+            size_t p = (size_t)n * K + k, off = (size_t)c->row_of[p] * dim;
+            int b = c->busy_of[p];
+            if (gw) {
+                const float *y = nd->in[1 + b]->data + off;
+                float s = 0.0f;
+                for (int j = 0; j < dim; j++) s += gn[j] * y[j];
+                gw[p] += s;
+            }
+            if (gy[b]) {
+                float *dy = gy[b] + off;
+                const float wp = w->data[p];
+                for (int j = 0; j < dim; j++) dy[j] += wp * gn[j];
+            }
+        }
+    }
+}
+
+static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *busy_of,
+                          const int32_t *row_of, tt_src src) {
+    const int N = w->shape[0], K = w->shape[1];
+    const int dim = nb ? ys[0]->shape[1] : 0;
+    TT_ASSERT(nb >= 1);
+    tt_tensor *out = tt_tmp(TT_F32, TT_SHAPE(N, dim));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((size_t)N * K * dim >= COMBINE_PAR_MIN)
+#endif
+    for (int n = 0; n < N; n++) {
+        float *o = out->data + (size_t)n * dim;
+        for (int j = 0; j < dim; j++) o[j] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            size_t p = (size_t)n * K + k;
+            const float *y = ys[busy_of[p]]->data + (size_t)row_of[p] * dim;
+            const float wp = w->data[p];
+            for (int j = 0; j < dim; j++) o[j] += wp * y[j];
+        }
+    }
+    tt_tensor **in = tt_arena_alloc((size_t)(nb + 1) * sizeof *in);
+    in[0] = w;
+    for (int b = 0; b < nb; b++) in[1 + b] = ys[b];
+    tt_node *node = tt_record("moe_combine", combine_backward, out, nb + 1, in, src);
+    if (node) {
+        combine_ctx *c = tt_arena_alloc(sizeof *c);
+        c->busy_of = busy_of;
+        c->row_of = row_of;
+        node->ctx = c;
+    }
+    return out;
+}
+
 tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routing *routing_out) {
     tt_src src = HERE;
     const int dim = m->cfg.gate.dim, E = m->cfg.gate.n_experts, K = m->cfg.gate.top_k;
@@ -254,29 +336,32 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     int *fill = tt_arena_alloc((size_t)E * sizeof *fill);
     memcpy(fill, start, (size_t)E * sizeof *fill);
     int32_t *tok = tt_arena_alloc((size_t)N * K * sizeof *tok);
-    int32_t *slot = tt_arena_alloc((size_t)N * K * sizeof *slot);
     const int32_t *idx = tt_ids(r.indices);
+    /* pair p = (token p / K, slot p % K) is row row_of[p] of busy expert busy_of[p]'s
+     * output (busy experts numbered in expert order) */
+    int *busy = tt_arena_alloc((size_t)E * sizeof *busy);
+    for (int e = 0, b = 0; e < E; e++) busy[e] = r.counts[e] ? b++ : -1;
+    int32_t *pair = tt_arena_alloc((size_t)2 * N * K * sizeof *pair);
+    int32_t *busy_of = pair, *row_of = pair + (size_t)N * K;
     for (int p = 0; p < N * K; p++) {
-        int pos = fill[idx[p]]++;
+        int e = idx[p], pos = fill[e]++;
         tok[pos] = p / K;
-        slot[pos] = p;
+        busy_of[p] = busy[e];
+        row_of[p] = pos - start[e];
     }
 
-    tt_tensor *out = tt_tmp(TT_F32, TT_SHAPE(N, dim));
-    memset(out->data, 0, out->size * sizeof(float));
-    tt_tensor *wflat = tt_reshape(r.weights, 2, ((int[]){N * K, 1}));
+    /* each busy expert runs once on its rows; combine() sums their weighted outputs */
+    tt_tensor **ys = tt_arena_alloc((size_t)E * sizeof *ys);
+    int n_busy = 0;
     for (int e = 0; e < E; e++) {
         int c = r.counts[e];
         if (c == 0) continue; /* an idle expert costs nothing */
         tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(c));
-        tt_tensor *si = tt_tmp(TT_I32, TT_SHAPE(c));
         memcpy(ti->data, tok + start[e], (size_t)c * sizeof *tok);
-        memcpy(si->data, slot + start[e], (size_t)c * sizeof *slot);
-        tt_tensor *rows = tt_index_select(xf, ti);               /* [c, dim] */
-        tt_tensor *y = tt_expert_forward(&m->experts[e], rows);  /* [c, dim] */
-        tt_tensor *w = tt_index_select(wflat, si);               /* [c, 1]   */
-        out = tt_index_add(out, ti, tt_mul(y, w));
+        tt_tensor *rows = tt_index_select(xf, ti);                  /* [c, dim] */
+        ys[n_busy++] = tt_expert_forward(&m->experts[e], rows);     /* [c, dim] */
     }
+    tt_tensor *out = combine(r.weights, n_busy, ys, busy_of, row_of, src);   /* [N, dim] */
     if (m->cfg.shared_hidden > 0) out = tt_add(out, tt_expert_forward(&m->shared, xf));
     if (routing_out) *routing_out = r;
     return tt_reshape(out, x->ndim, x->shape);

@@ -21,6 +21,12 @@
 
 #include <math.h>
 
+#ifdef _OPENMP
+#define VEC _Pragma("omp simd")
+#else
+#define VEC
+#endif
+
 /* OpenMP pays off only for a few hundred KB of work. */
 #define PAR_MIN_ELEMS ((size_t)1 << 16)
 
@@ -68,7 +74,7 @@ static void scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, cons
     for (size_t m = 0; m < m_rows; m++) {
         float *restrict d = dst + (size_t)idx[m] * row;
         const float *restrict s = rows + m * row;
-        for (size_t c = 0; c < row; c++) d[c] += s[c];
+        VEC for (size_t c = 0; c < row; c++) d[c] += s[c];
     }
 }
 
@@ -150,8 +156,13 @@ static void index_add_backward(tt_node *n) {
     tt_tensor *dst = n->in[0], *idx = n->in[1], *rows = n->in[2];
     const float *g = n->out->grad;
     float *gd = tt_grad_acc(dst);
-    if (gd)
-        for (size_t i = 0; i < dst->size; i++) gd[i] += g[i];
+    if (gd) {
+        long size = (long)dst->size;
+#ifdef _OPENMP
+#pragma omp parallel for simd schedule(static) if ((size_t)size >= PAR_MIN_ELEMS)
+#endif
+        for (long i = 0; i < size; i++) gd[i] += g[i];
+    }
     float *gs = tt_grad_acc(rows);
     if (gs) {
         size_t row = row_elems(dst), m_rows = idx->size;
@@ -162,7 +173,7 @@ static void index_add_backward(tt_node *n) {
         for (long m = 0; m < (long)m_rows; m++) {
             float *restrict d = gs + (size_t)m * row;
             const float *restrict s = g + (size_t)id[m] * row;
-            for (size_t c = 0; c < row; c++) d[c] += s[c];
+            VEC for (size_t c = 0; c < row; c++) d[c] += s[c];
         }
     }
 }

@@ -22,15 +22,33 @@
  *   dx_k = r (dxhat_k - xhat_k mean_i(dxhat_i xhat_i))
  *
  * The forward saves mu and r per row in the arena (2 floats a row; rms_norm only r).
- * Row statistics are accumulated in double. Rows are independent for y and dx
- * (OpenMP over rows, one thread per row, bit-identical for any thread count); dw and db
- * sum over rows and are accumulated serially, rows in order.
+ * Row statistics are accumulated in double, in eight lanes in a fixed order (below).
+ * Rows are independent for y and dx (OpenMP over rows, one thread per row); dw and db sum
+ * over rows, rows in order, split between threads by columns. Either way every value is
+ * computed by one thread in a fixed order: bit-identical for any thread count.
  */
 #include "../internal.h"
 
 #include <math.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TT_CLONES
+#endif
+#ifdef _OPENMP
+#define VEC _Pragma("omp simd")
+#else
+#define VEC
+#endif
+
 #define PAR_MIN_ELEMS 32768
+/* columns per task of the dw / db sums */
+#define COL_BLOCK 64
 
 typedef struct norm_ctx {
     float *mean;  /* [R]; NULL for rms_norm */
@@ -47,19 +65,115 @@ static void check_affine(const tt_tensor *p, const tt_tensor *x, const char *wha
              "%s %s must have shape [%d] (the last axis of x %s)", what, tt_d(p), C, tt_d(x));
 }
 
-/* Accumulate dw += sum_rows g * xhat and db += sum_rows g (either may be NULL). */
-static void affine_backward(const norm_ctx *c, const float *g, float *gw, float *gb) {
+/* ---- row sums in double, in a fixed order -------------------------------------------------
+ * Eight lanes: lane u sums the elements j = u (mod 8) of the full groups of 8 in j order,
+ * the lanes are added as ((0+1)+(2+3))+((4+5)+(6+7)), then the tail j >= 8 floor(C/8) in
+ * order. Written with 8-double vectors (GCC vector extensions), which every instruction
+ * set evaluates lane by lane with the same IEEE operations, so the sum is the same on
+ * every build and for every thread count; it vectorises where the plain sequential sum
+ * (one dependent double add per element) could not. */
+typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+
+/* (macros, not functions: a vector argument or result would change the ABI between the
+ * builds of the same function) */
+#define LOAD8(p)                                       \
+    __extension__({                                    \
+        v8f f_;                                        \
+        memcpy(&f_, (p), sizeof f_);                   \
+        __builtin_convertvector(f_, v8d);              \
+    })
+#define LANES_SUM(v) \
+    ((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
+
+/* sum_j x_j and sum_j (x_j - mu)^2 (the second only when mu is given) */
+static inline double sum_row(const float *x, int C) {
+    v8d acc = {0};
+    int j = 0;
+    for (; j + 8 <= C; j += 8) acc += LOAD8(x + j);
+    double s = LANES_SUM(acc);
+    for (; j < C; j++) s += x[j];
+    return s;
+}
+
+static inline double sumsq_row(const float *x, double mu, int C) {
+    v8d acc = {0}, m = {mu, mu, mu, mu, mu, mu, mu, mu};
+    int j = 0;
+    for (; j + 8 <= C; j += 8) {
+        v8d d = LOAD8(x + j) - m;
+        acc += d * d;
+    }
+    double s = LANES_SUM(acc);
+    for (; j < C; j++) {
+        double d = x[j] - mu;
+        s += d * d;
+    }
+    return s;
+}
+
+/* ---- backward -------------------------------------------------------------------------------- */
+
+/* Columns [j0, j0 + n) of dw += sum_rows g * xhat and db += sum_rows g (either may be
+ * NULL), rows in order: each column is summed by one thread in the serial order. */
+TT_CLONES static void affine_cols(const norm_ctx *c, const float *g, float *gw, float *gb,
+                                  int j0, int n) {
     const tt_tensor *x = c->x;
     int C = tt_last_dim(x);
     size_t R = tt_rows(x);
     for (size_t r = 0; r < R; r++) {
-        const float *xr = x->data + r * C, *gr = g + r * C;
+        const float *restrict xr = x->data + r * C + j0, *restrict gr = g + r * C + j0;
         float mu = c->mean ? c->mean[r] : 0.0f, rs = c->rstd[r];
-        if (gw)
-            for (int j = 0; j < C; j++) gw[j] += gr[j] * ((xr[j] - mu) * rs);
-        if (gb)
-            for (int j = 0; j < C; j++) gb[j] += gr[j];
+        if (gw) {
+            float *restrict w = gw + j0;
+            VEC for (int j = 0; j < n; j++) w[j] += gr[j] * ((xr[j] - mu) * rs);
+        }
+        if (gb) {
+            float *restrict b = gb + j0;
+            VEC for (int j = 0; j < n; j++) b[j] += gr[j];
+        }
     }
+}
+
+static void affine_backward(const norm_ctx *c, const float *g, float *gw, float *gb) {
+    int C = tt_last_dim(c->x);
+    long nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (c->x->size >= PAR_MIN_ELEMS && nblk > 1)
+#endif
+    for (long k = 0; k < nblk; k++) {
+        int j0 = (int)k * COL_BLOCK;
+        affine_cols(c, g, gw, gb, j0, C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK);
+    }
+}
+
+/* dx of one row: with dxhat = g w (or g) and xhat = (x - mu) rs,
+ * gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); layer = false: rms_norm. */
+TT_CLONES static void norm_backward_row(const float *restrict xr, const float *restrict gr,
+                                        const float *restrict w, float mu, float rs, bool layer,
+                                        int C, float *restrict gxr, float *restrict tmp) {
+    /* tmp [2C]: dxhat and xhat of the row, computed once for both passes */
+    float *restrict dxh = tmp, *restrict xh = tmp + C;
+    if (w) {
+        VEC for (int j = 0; j < C; j++) dxh[j] = gr[j] * w[j];
+    } else {
+        VEC for (int j = 0; j < C; j++) dxh[j] = gr[j];
+    }
+    VEC for (int j = 0; j < C; j++) xh[j] = (xr[j] - mu) * rs;
+    /* s1 = sum dxhat, s2 = sum dxhat * xhat (double, fixed lane order) */
+    v8d a1 = {0}, a2 = {0};
+    int j = 0;
+    for (; j + 8 <= C; j += 8) {
+        v8d d = LOAD8(dxh + j);
+        a1 += d;
+        a2 += d * LOAD8(xh + j);
+    }
+    double s1 = LANES_SUM(a1), s2 = LANES_SUM(a2);
+    for (; j < C; j++) {
+        s1 += dxh[j];
+        s2 += (double)dxh[j] * xh[j];
+    }
+    float m1 = layer ? (float)(s1 / C) : 0.0f, m2 = (float)(s2 / C);
+    VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
 }
 
 /* dx for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
@@ -73,29 +187,49 @@ static void norm_backward(tt_node *nd) {
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
     bool layer = c->mean != NULL;
-    if (gx) {
-#pragma omp parallel for schedule(static) if ((size_t)R * (size_t)C >= PAR_MIN_ELEMS)
+    if (gx && R > 0 && C > 0) {
+        bool par = (size_t)R * (size_t)C >= PAR_MIN_ELEMS;
+        int nt = 1;
+#ifdef _OPENMP
+        if (par) nt = omp_get_max_threads();
+#endif
+        /* scratch: 2 C floats a thread */
+        float *scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (par && nt > 1)
+#endif
         for (long r = 0; r < R; r++) {
-            const float *xr = x->data + (size_t)r * C, *gr = g + (size_t)r * C;
-            float *gxr = gx + (size_t)r * C;
-            float mu = layer ? c->mean[r] : 0.0f, rs = c->rstd[r];
-            /* mean(dxhat) and mean(dxhat * xhat) */
-            double s1 = 0.0, s2 = 0.0;
-            for (int j = 0; j < C; j++) {
-                float dxh = w ? gr[j] * w[j] : gr[j];
-                float xh = (xr[j] - mu) * rs;
-                s1 += dxh;
-                s2 += (double)dxh * xh;
-            }
-            float m1 = layer ? (float)(s1 / C) : 0.0f, m2 = (float)(s2 / C);
-            for (int j = 0; j < C; j++) {
-                float dxh = w ? gr[j] * w[j] : gr[j];
-                float xh = (xr[j] - mu) * rs;
-                gxr[j] += rs * (dxh - m1 - xh * m2);
-            }
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            norm_backward_row(x->data + (size_t)r * C, g + (size_t)r * C, w,
+                              layer ? c->mean[r] : 0.0f, c->rstd[r], layer, C,
+                              gx + (size_t)r * C, scratch + (size_t)t * 2 * C);
         }
     }
     if (gw || gb) affine_backward(c, g, gw, gb);
+}
+
+/* ---- forward ----------------------------------------------------------------------------------- */
+TT_CLONES static void norm_forward_row(const float *restrict xr, const float *restrict w,
+                                       const float *restrict b, float eps, bool layer, int C,
+                                       float *mean, float *rstd, float *restrict yr) {
+    double mu = layer ? sum_row(xr, C) / C : 0.0;
+    /* two passes: (x - mu)^2 does not cancel like E[x^2] - mu^2 */
+    double v = sumsq_row(xr, mu, C) / C;
+    float muf = (float)mu, rs = (float)(1.0 / sqrt(v + eps));
+    if (layer) *mean = muf;
+    *rstd = rs;
+    if (w && b) {
+        VEC for (int j = 0; j < C; j++) yr[j] = (xr[j] - muf) * rs * w[j] + b[j];
+    } else if (w) {
+        VEC for (int j = 0; j < C; j++) yr[j] = (xr[j] - muf) * rs * w[j];
+    } else if (b) {
+        VEC for (int j = 0; j < C; j++) yr[j] = (xr[j] - muf) * rs + b[j];
+    } else {
+        VEC for (int j = 0; j < C; j++) yr[j] = (xr[j] - muf) * rs;
+    }
 }
 
 /* Forward of both: rows of x -> y, saving mean (layer only) and rstd per row. */
@@ -103,31 +237,12 @@ static void norm_forward(const tt_tensor *x, const float *w, const float *b, flo
                          float *mean, float *rstd, float *y) {
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
+#ifdef _OPENMP
 #pragma omp parallel for schedule(static) if ((size_t)R * (size_t)C >= PAR_MIN_ELEMS)
-    for (long r = 0; r < R; r++) {
-        const float *xr = x->data + (size_t)r * C;
-        float *yr = y + (size_t)r * C;
-        double mu = 0.0, v = 0.0;
-        if (mean) {
-            for (int j = 0; j < C; j++) mu += xr[j];
-            mu /= C;
-        }
-        /* two passes: (x - mu)^2 does not cancel like E[x^2] - mu^2 */
-        for (int j = 0; j < C; j++) {
-            double d = xr[j] - mu;
-            v += d * d;
-        }
-        v /= C;
-        float muf = (float)mu, rs = (float)(1.0 / sqrt(v + eps));
-        if (mean) mean[r] = muf;
-        rstd[r] = rs;
-        for (int j = 0; j < C; j++) {
-            float xh = (xr[j] - muf) * rs;
-            if (w) xh *= w[j];
-            if (b) xh += b[j];
-            yr[j] = xh;
-        }
-    }
+#endif
+    for (long r = 0; r < R; r++)
+        norm_forward_row(x->data + (size_t)r * C, w, b, eps, mean != NULL, C,
+                         mean ? mean + r : NULL, rstd + r, y + (size_t)r * C);
 }
 
 static tt_tensor *norm(tt_tensor *x, tt_tensor *w, tt_tensor *b, float eps, bool layer,

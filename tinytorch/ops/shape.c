@@ -14,6 +14,15 @@
 
 #include <stdio.h>
 
+#ifdef _OPENMP
+#define VEC _Pragma("omp simd")
+#else
+#define VEC
+#endif
+
+/* elements from which the gradient copies are shared between threads */
+#define PAR_MIN_ELEMS ((size_t)1 << 16)
+
 static void check_tensor(const tt_tensor *t, tt_src src, const char *op, const char *arg) {
     if (!t) tt_error_at(src, op, "argument '%s' is NULL", arg);
 }
@@ -38,8 +47,13 @@ static const char *shape_text(int ndim, const int *shape, char *buf, size_t len)
 static void reshape_backward(tt_node *n) {
     float *ga = tt_grad_acc(n->in[0]);
     const float *g = n->out->grad;
-    if (ga)
-        for (size_t i = 0; i < n->out->size; i++) ga[i] += g[i];
+    long size = (long)n->out->size;
+    if (ga) {
+#ifdef _OPENMP
+#pragma omp parallel for simd schedule(static) if ((size_t)size >= PAR_MIN_ELEMS)
+#endif
+        for (long i = 0; i < size; i++) ga[i] += g[i];
+    }
 }
 
 tt_tensor *tt_reshape_(tt_tensor *a, int ndim, const int *shape, tt_src src) {
@@ -164,8 +178,9 @@ static void concat_backward(tt_node *n) {
         float *gx = tt_grad_acc(x);
         if (gx)
             for (size_t o = 0; o < outer; o++) {
-                const float *g = y->grad + o * row + off;
-                for (size_t j = 0; j < blk; j++) gx[o * blk + j] += g[j];
+                const float *restrict g = y->grad + o * row + off;
+                float *restrict d = gx + o * blk;
+                VEC for (size_t j = 0; j < blk; j++) d[j] += g[j];
             }
         off += blk;
     }
@@ -222,9 +237,9 @@ static void slice_backward(tt_node *n) {
     size_t in_row = (size_t)a->shape[axis] * inner;
     size_t blk = (size_t)n->out->shape[axis] * inner;
     for (size_t o = 0; o < outer; o++) {
-        float *gx = ga + o * in_row + (size_t)start * inner;
-        const float *g = n->out->grad + o * blk;
-        for (size_t j = 0; j < blk; j++) gx[j] += g[j];
+        float *restrict gx = ga + o * in_row + (size_t)start * inner;
+        const float *restrict g = n->out->grad + o * blk;
+        VEC for (size_t j = 0; j < blk; j++) gx[j] += g[j];
     }
 }
 

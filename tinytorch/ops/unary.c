@@ -23,6 +23,27 @@
 
 #include <math.h>
 
+/* The kernels run on contiguous ranges and are built for AVX-512, AVX2 and baseline
+ * x86-64 (the best is picked at load time); the loops without a libm call are vectorised
+ * (VEC), every lane doing the scalar loop's IEEE operations, so the results do not depend
+ * on the build choice. Above a size the range is cut into CHUNK-element pieces shared by
+ * the threads: one writer per element, bit-identical for any thread count. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TT_CLONES
+#endif
+#ifdef _OPENMP
+#define VEC _Pragma("omp simd")
+#else
+#define VEC
+#endif
+
+#define CHUNK ((size_t)8192)
+/* elements from which threads pay: cheap arithmetic / a libm call per element */
+#define PAR_MIN_CHEAP ((size_t)1 << 16)
+#define PAR_MIN_LIBM ((size_t)1 << 13)
+
 typedef enum {
     NEG, SCALE, ADD_SCALAR, EXP, LOG, SQRT, RSQRT, POW, RELU, SILU, SIGMOID, TANH, GELU
 } unop;
@@ -41,17 +62,18 @@ static inline float sigmoid_stable(float x) {
     return e / (1.0f + e);
 }
 
-static void unary_forward(unop op, float s, const float *x, float *y, size_t n) {
+TT_CLONES static void unary_forward(unop op, float s, const float *restrict x,
+                                    float *restrict y, size_t n) {
     switch (op) {
-    case NEG: for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
-    case SCALE: for (size_t i = 0; i < n; i++) y[i] = x[i] * s; break;
-    case ADD_SCALAR: for (size_t i = 0; i < n; i++) y[i] = x[i] + s; break;
+    case NEG: VEC for (size_t i = 0; i < n; i++) y[i] = -x[i]; break;
+    case SCALE: VEC for (size_t i = 0; i < n; i++) y[i] = x[i] * s; break;
+    case ADD_SCALAR: VEC for (size_t i = 0; i < n; i++) y[i] = x[i] + s; break;
     case EXP: for (size_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
     case LOG: for (size_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
-    case SQRT: for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
-    case RSQRT: for (size_t i = 0; i < n; i++) y[i] = 1.0f / sqrtf(x[i]); break;
+    case SQRT: VEC for (size_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
+    case RSQRT: VEC for (size_t i = 0; i < n; i++) y[i] = 1.0f / sqrtf(x[i]); break;
     case POW: for (size_t i = 0; i < n; i++) y[i] = powf(x[i], s); break;
-    case RELU: for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+    case RELU: VEC for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
     case SILU: for (size_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_stable(x[i]); break;
     case SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sigmoid_stable(x[i]); break;
     case TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
@@ -62,41 +84,36 @@ static void unary_forward(unop op, float s, const float *x, float *y, size_t n) 
 }
 
 /* gx += g * dy/dx, with dy/dx from the table above (x = input, y = output). */
-static void unary_backward(tt_node *nd) {
-    unop op = (unop)nd->i[0];
-    float s = nd->f[0];
-    tt_tensor *a = nd->in[0];
-    float *gx = tt_grad_acc(a);
-    if (!gx) return;
-    const float *g = nd->out->grad, *x = a->data, *y = nd->out->data;
-    size_t n = a->size;
+TT_CLONES static void unary_grad(unop op, float s, const float *restrict g,
+                                 const float *restrict x, const float *restrict y,
+                                 float *restrict gx, size_t n) {
     switch (op) {
     case NEG: /* dy/dx = -1 */
-        for (size_t i = 0; i < n; i++) gx[i] -= g[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] -= g[i];
         break;
     case SCALE: /* dy/dx = s */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] * s;
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * s;
         break;
     case ADD_SCALAR: /* dy/dx = 1 */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i];
         break;
     case EXP: /* dy/dx = e^x = y */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i];
         break;
     case LOG: /* dy/dx = 1/x */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] / x[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] / x[i];
         break;
     case SQRT: /* dy/dx = 1/(2 sqrt x) = 0.5/y */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] * 0.5f / y[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * 0.5f / y[i];
         break;
     case RSQRT: /* dy/dx = -1/2 x^(-3/2) = -0.5 y^3 */
-        for (size_t i = 0; i < n; i++) gx[i] -= g[i] * 0.5f * y[i] * y[i] * y[i];
+        VEC for (size_t i = 0; i < n; i++) gx[i] -= g[i] * 0.5f * y[i] * y[i] * y[i];
         break;
     case POW: /* dy/dx = p x^(p-1) */
         for (size_t i = 0; i < n; i++) gx[i] += g[i] * s * powf(x[i], s - 1.0f);
         break;
     case RELU: /* dy/dx = [x > 0] */
-        for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
+        VEC for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
         break;
     case SILU: /* dy/dx = s + x s (1-s) = s (1 + x (1-s)), s = sigmoid(x) */
         for (size_t i = 0; i < n; i++) {
@@ -105,10 +122,10 @@ static void unary_backward(tt_node *nd) {
         }
         break;
     case SIGMOID: /* dy/dx = y (1 - y) */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1.0f - y[i]);
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1.0f - y[i]);
         break;
     case TANH: /* dy/dx = 1 - y^2 */
-        for (size_t i = 0; i < n; i++) gx[i] += g[i] * (1.0f - y[i] * y[i]);
+        VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * (1.0f - y[i] * y[i]);
         break;
     case GELU: /* dy/dx = Phi(x) + x phi(x) */
         for (size_t i = 0; i < n; i++) {
@@ -120,11 +137,44 @@ static void unary_backward(tt_node *nd) {
     }
 }
 
+static bool uses_libm(unop op) { return op >= EXP && op != RELU; }
+
+static size_t par_min(unop op) { return uses_libm(op) ? PAR_MIN_LIBM : PAR_MIN_CHEAP; }
+
+static void unary_backward(tt_node *nd) {
+    unop op = (unop)nd->i[0];
+    float s = nd->f[0];
+    tt_tensor *a = nd->in[0];
+    float *gx = tt_grad_acc(a);
+    if (!gx) return;
+    const float *g = nd->out->grad, *x = a->data, *y = nd->out->data;
+    size_t n = a->size;
+    long nch = (long)((n + CHUNK - 1) / CHUNK);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= par_min(op) && nch > 1)
+#endif
+    for (long c = 0; c < nch; c++) {
+        size_t o = (size_t)c * CHUNK, len = n - o < CHUNK ? n - o : CHUNK;
+        unary_grad(op, s, g + o, x + o, y + o, gx + o, len);
+    }
+}
+
+static void unary_run(unop op, float s, const float *x, float *y, size_t n) {
+    long nch = (long)((n + CHUNK - 1) / CHUNK);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= par_min(op) && nch > 1)
+#endif
+    for (long c = 0; c < nch; c++) {
+        size_t o = (size_t)c * CHUNK, len = n - o < CHUNK ? n - o : CHUNK;
+        unary_forward(op, s, x + o, y + o, len);
+    }
+}
+
 static tt_tensor *unary(unop op, tt_tensor *a, float s, tt_src src) {
     const char *name = unop_name[op];
     tt_check_f32(a, src, name, "a");
     tt_tensor *y = tt_tmp_like(a);
-    unary_forward(op, s, a->data, y->data, a->size);
+    unary_run(op, s, a->data, y->data, a->size);
     tt_node *node = tt_record(name, unary_backward, y, 1, &a, src);
     if (node) {
         node->i[0] = op;
