@@ -161,3 +161,15 @@ check-docs: examples
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/gdb OPT="-O0 -g3" EXTRA_CFLAGS= \
 	  LDLIBS_OMP="$(LDLIBS_OMP:-fsanitize%=)" $(BUILD)/gdb/examples/tutorials/t08_gdb >/dev/null
 	@sh tests/test_gdb.sh $(BUILD)/gdb/examples/tutorials/t08_gdb
+
+# Soak benchmark (bench/soak.c): train_toy for SOAK_STEPS steps (20000; about 8-10 minutes
+# on one core), held-out loss, checkpoint and log every 1000; its resident memory must grow
+# under 1% after the warm-up and its open descriptors stay the same. SOAK_ARGS go to train_toy.
+SOAK_STEPS ?= 20000
+SOAK_ARGS  ?=
+.PHONY: soak
+soak: $(BUILD)/examples/deepseek/train_toy $(BUILD)/bench/soak
+	$(BUILD)/bench/soak --bin $(BUILD)/examples/deepseek/train_toy --steps $(SOAK_STEPS) -- $(SOAK_ARGS)
+$(BUILD)/bench/soak: bench/soak.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $<

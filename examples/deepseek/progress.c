@@ -1,10 +1,14 @@
 /* progress.c - timing and the progress line. */
 #include "progress.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 double progress_now(void) {
     struct timespec ts;
@@ -31,9 +35,30 @@ void progress_print(FILE *f, const progress_line *p) {
     fprintf(f, "step %*ld/%ld | loss %.4f | ce %.4f | aux %.4f | ", width, p->step, p->total,
             p->loss, p->ce, p->aux);
     if (!isnan(p->mtp)) fprintf(f, "mtp %.4f | ", p->mtp);
-    fprintf(f, "lr %.2e | %6.0f tok/s | ETA %s\n", p->lr, p->tokens_per_s,
+    fprintf(f, "lr %.2e | %6.0f tok/s | ETA %s", p->lr, p->tokens_per_s,
             progress_hms(p->eta_s, eta, sizeof eta));
+    if (p->rss_kib > 0) fprintf(f, " | rss %ld KiB | fds %d", p->rss_kib, p->n_fds);
+    fprintf(f, "\n");
     fflush(f);
+}
+
+long progress_rss_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    long size = 0, resident = -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+int progress_open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream's own descriptor */
 }
 
 FILE *progress_csv_open(const char *path, int append) {
@@ -46,6 +71,29 @@ FILE *progress_csv_open(const char *path, int append) {
         fprintf(f, "step,loss,ce,aux,lr,heldout,max_load,tokens_per_s,elapsed_s,mtp\n");
     fflush(f);
     return f;
+}
+
+int progress_csv_truncate_after(const char *path, long step) {
+    FILE *f = fopen(path, "r+");
+    if (!f) return 0; /* nothing to trim (fopen "a" reports real problems) */
+    char line[1024];
+    long keep = 0; /* bytes of the rows to keep */
+    bool header = true;
+    while (fgets(line, sizeof line, f)) {
+        if (line[strlen(line) - 1] != '\n') break; /* a torn last row: drop it */
+        char *end;
+        long s = strtol(line, &end, 10);
+        if (!header && end != line && *end == ',' && s > step) break;
+        header = false;
+        keep = ftell(f);
+    }
+    int rc = 0;
+    if (ftruncate(fileno(f), (off_t)keep) != 0) {
+        fprintf(stderr, "error: cannot trim --log file '%s': %s\n", path, strerror(errno));
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
 }
 
 void progress_csv_row(FILE *f, const progress_line *p, double heldout, double max_load,

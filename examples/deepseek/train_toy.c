@@ -33,17 +33,25 @@
 #include "nn/deepseek.h"
 #include "optim/optim.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define EVAL_BATCHES 8 /* held-out windows: 8 batches of --batch windows, always the same */
+/* The train-loss history for the plot keeps at most HIST_MAX points: when full, every
+ * second point is dropped and the stride doubles, so a run of any length uses the same
+ * memory (flat resident memory in long runs: bench/soak.c). */
+#define HIST_MAX 4096
 
 /* v3 preset defaults, tuned on the synthetic source at 1500 steps (held-out loss, seed 1):
  * init 0.006 (V3's own) with lr 0.006: 1.462; init 0.02 with lr 0.004: 1.498, lr 0.01:
@@ -53,7 +61,8 @@
 
 /* ---- options --------------------------------------------------------------------------- */
 typedef struct options {
-    int steps, batch, seq, stop_at, warmup, eval_every, print_every, threads;
+    int steps, batch, seq, stop_at, warmup, eval_every, print_every, threads, save_every;
+    bool detect_anomaly, mem_stats;
     int optim; /* 0 sgd, 1 adamw */
     float lr, momentum, weight_decay, clip, aux_alpha;
     int experts, topk, hidden, layers, heads, rank, seed;
@@ -79,6 +88,7 @@ typedef struct run {
     tt_tensor *ids, *targets;
     /* history for the plot */
     int n_hist, n_eval;
+    long hist_stride, hist_seen; /* one point per hist_stride steps; steps seen          */
     double *hist_step, *hist_loss, *eval_step, *eval_loss, *eval_maxload; /* [.. * n_moe] */
 } run;
 
@@ -89,6 +99,10 @@ typedef struct eval_result {
     double *balance;        /* [n_moe] E * sum_i f_i P_i (1 = uniform)                     */
     double *bias_lo, *bias_hi; /* [n_moe] range of the v3 gate bias (0 without one)       */
 } eval_result;
+
+/* Exit codes: 0 done, 1 runtime error, 2 bad command line, 3 the training diverged (a
+ * non-finite loss, or a NaN/Inf found by --detect-anomaly). */
+enum { EXIT_DIVERGED = 3 };
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void die(int code, const char *fmt, ...) {
@@ -358,6 +372,22 @@ static void print_load_table(const run *r, const eval_result *e) {
         printf("  (layers 0..%d are dense)\n", r->v3->cfg.n_dense_layers - 1);
 }
 
+/* Record this step's loss in the plot's history (see HIST_MAX). */
+static void hist_add(run *r, double loss) {
+    if (r->hist_seen++ % r->hist_stride != 0) return;
+    if (r->n_hist == HIST_MAX) { /* keep the points at multiples of twice the stride */
+        for (int i = 0; i < HIST_MAX / 2; i++) {
+            r->hist_step[i] = r->hist_step[2 * i];
+            r->hist_loss[i] = r->hist_loss[2 * i];
+        }
+        r->n_hist = HIST_MAX / 2;
+        r->hist_stride *= 2;
+        if ((r->hist_seen - 1) % r->hist_stride != 0) return;
+    }
+    r->hist_step[r->n_hist] = (double)r->step;
+    r->hist_loss[r->n_hist++] = loss;
+}
+
 /* ---- the plot ------------------------------------------------------------------------------------ */
 static void write_plot(const run *r, const eval_result *last) {
     const int L = r->n_moe;
@@ -444,7 +474,11 @@ static const setting settings[] = {
 };
 #define N_SETTINGS (int)(sizeof settings / sizeof settings[0])
 
-static int save(run *r) {
+/* Write the checkpoint --save atomically (a temporary, fsync, rename: see safetensors.h),
+ * so a run killed at any moment leaves the previous complete checkpoint or the new one.
+ * Returns 0, or 1 after printing why (the old file is then untouched). `quiet`: no
+ * "checkpoint: ..." line (the periodic saves of --save-every). */
+static int save(run *r, bool quiet) {
     const options *o = &r->o;
     char cfg_json[2048], values[N_SETTINGS][48], keys[N_SETTINGS][48];
     char size[32], hash[32], seed[32], sum[32];
@@ -484,10 +518,13 @@ static int save(run *r) {
     extra[n++] = (tt_kv){"tt.checksum", sum};
     if (tt_checkpoint_save(o->save, r->params, r->opt, r->step, cfg_json, n, extra) !=
         TT_OK) {
-        fprintf(stderr, "train_toy: error: %s\n", tt_last_error());
+        fflush(stdout);
+        fprintf(stderr, "train_toy: error: checkpoint at step %ld not saved: %s\n", r->step,
+                tt_last_error());
         return 1;
     }
-    printf("checkpoint: %s (step %ld; resume with --resume %s)\n", o->save, r->step, o->save);
+    if (!quiet)
+        printf("checkpoint: %s (step %ld; resume with --resume %s)\n", o->save, r->step, o->save);
     return 0;
 }
 
@@ -629,6 +666,36 @@ static void train_step(run *r, progress_line *pl) {
     pl->mtp = mtp ? tt_item(mtp) : NAN;
 }
 
+/* ---- divergence ------------------------------------------------------------------------------------------ */
+/* --detect-anomaly: tinytorch reports the first NaN/Inf through its error handler
+ * ("tinytorch: anomaly: forward of 'matmul' produced inf ..., step 12 (at ...)"). Print it
+ * and exit with EXIT_DIVERGED instead of abort()ing: a diverged run is an outcome, not a
+ * crash. Any other tinytorch error is a bug: return, and tt_error_at prints and aborts. */
+static void on_tt_error(const char *message, void *user) {
+    (void)user;
+    if (!strstr(message, "tinytorch: anomaly:")) return;
+    fflush(stdout);
+    fprintf(stderr, "%s\ntrain_toy: error: training stopped by --detect-anomaly at step %ld "
+                    "(lower --lr, or raise --warmup)\n", message, tt_anomaly_step());
+    exit(EXIT_DIVERGED);
+}
+
+/* Fail before training, not after it, when --save cannot be written: create (and remove)
+ * the file the save will write first, "<path>.tmp.<pid>", next to it. */
+static void check_save_path(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        die(1, "cannot write the checkpoint '%s': it is a directory", path);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        die(1, "cannot write the checkpoint '%s': creating '%s' failed: %s (checked before "
+               "training)", path, tmp, strerror(errno));
+    close(fd);
+    unlink(tmp);
+}
+
 /* ---- main -------------------------------------------------------------------------------------------- */
 static const char *ABOUT =
     "Train the DeepSeek-V3 toy model (MLA attention with a latent KV cache, a Mixture of\n"
@@ -649,11 +716,19 @@ static const char *FOOTER =
     "a run of N steps and a run stopped with --stop-at and resumed give bit-identical\n"
     "losses. On --resume the model, data and optimizer settings come from the file\n"
     "(--steps, --eval-every, --gamma and --mtp-lambda may change).\n"
+    "--save-every N also saves every N steps. Saves are atomic (temporary file, fsync,\n"
+    "rename): a run killed at any moment leaves the previous complete checkpoint or the\n"
+    "new one, never a torn file. A periodic save that fails (disk full, directory gone)\n"
+    "prints a warning and training goes on with the old checkpoint kept; a failed final\n"
+    "save is exit code 1. An unwritable --save path is an error before training starts.\n"
+    "A resumed --log drops the rows of steps past the checkpoint (redone by the run).\n"
+    "A non-finite loss stops the run (exit code 3) with the step; --detect-anomaly checks\n"
+    "every op's output and gradient and names the first op that made a NaN or Inf.\n"
     "Seed-only flags: --experts --topk --hidden --layers --heads --rank --momentum.\n"
     "v3-only flags: --config --gamma --mtp-lambda --init-std.\n"
     "--threads N sets the OpenMP thread count (results do not depend on it).\n"
-    "Exit codes: 0 done, 1 runtime error (unreadable file, corrupt checkpoint), 2 bad\n"
-    "command line.";
+    "Exit codes: 0 done, 1 runtime error (unreadable file, corrupt checkpoint, failed\n"
+    "final save), 2 bad command line, 3 the training diverged (NaN/Inf).";
 
 int main(int argc, char **argv) {
     tt_dsv3_config toy = tt_dsv3_config_toy();
@@ -694,7 +769,10 @@ int main(int argc, char **argv) {
         FLAG_INT("stop-at", &o.stop_at, 0, 100000000, "N", "stop after step N (0: at --steps); resume later"),
         FLAG_STRING("data", &o.data, "FILE", "train on the bytes of FILE (vocabulary 256)"),
         FLAG_STRING("save", &o.save, "FILE", "write a checkpoint (safetensors) at the end"),
+        FLAG_INT("save-every", &o.save_every, 0, 100000000, "N", "also save --save every N steps (0: at the end only)"),
         FLAG_STRING("resume", &o.resume, "FILE", "continue from a checkpoint"),
+        FLAG_BOOL("detect-anomaly", &o.detect_anomaly, "stop at the first op that makes a NaN/Inf, and name it"),
+        FLAG_BOOL("mem-stats", &o.mem_stats, "add resident memory and open files to the progress lines"),
         FLAG_STRING("log", &o.log, "FILE.csv", "per-step log: step,loss,ce,aux,lr,heldout,..."),
         FLAG_STRING("plot", &o.plot, "FILE.svg", "loss curves and expert load as an SVG picture"),
     };
@@ -743,6 +821,12 @@ int main(int argc, char **argv) {
     else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
 #endif
     if (o.stop_at > o.steps) die(2, "--stop-at %d is past --steps %d", o.stop_at, o.steps);
+    if (o.save_every > 0 && !o.save) die(2, "--save-every needs --save FILE");
+    if (o.save) check_save_path(o.save);
+    if (o.detect_anomaly) {
+        tt_set_detect_anomaly(true);
+        tt_set_error_handler(on_tt_error, NULL);
+    }
 
     /* data */
     char err[1024];
@@ -834,12 +918,16 @@ int main(int argc, char **argv) {
     const long stop = o.stop_at > 0 ? o.stop_at : o.steps;
     const int print_every = o.print_every > 0 ? o.print_every : (o.steps >= 20 ? o.steps / 20 : 1);
     const int n_evals_max = (int)((stop - start_step) / (o.eval_every > 0 ? o.eval_every : stop + 1)) + 2;
-    r.hist_step = calloc((size_t)(stop - start_step) + 1, sizeof(double));
-    r.hist_loss = calloc((size_t)(stop - start_step) + 1, sizeof(double));
+    /* every buffer of the loop is allocated and touched here, none grows later */
+    r.hist_step = malloc(HIST_MAX * sizeof(double));
+    r.hist_loss = malloc(HIST_MAX * sizeof(double));
+    r.hist_stride = 1;
     r.eval_step = calloc((size_t)n_evals_max, sizeof(double));
     r.eval_loss = calloc((size_t)n_evals_max, sizeof(double));
     r.eval_maxload = calloc((size_t)n_evals_max * (r.n_moe + 1), sizeof(double));
     if (!r.hist_step || !r.hist_loss || !r.eval_step || !r.eval_loss || !r.eval_maxload) abort();
+    memset(r.hist_step, 0, HIST_MAX * sizeof(double));
+    memset(r.hist_loss, 0, HIST_MAX * sizeof(double));
 
     if (r.v3) print_card_v3(&r, seed_active);
     else print_card(&r);
@@ -849,6 +937,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     FILE *csv = NULL;
+    if (o.log && start_step > 0 && progress_csv_truncate_after(o.log, start_step) != 0) return 1;
     if (o.log && !(csv = progress_csv_open(o.log, start_step > 0))) return 1;
 
     eval_result ev;
@@ -859,17 +948,22 @@ int main(int argc, char **argv) {
         const long s = r.step;
         r.opt->lr = tt_lr_at(&r.sched, s);
         fill_batch(&r, CORPUS_TRAIN, s);
+        if (o.detect_anomaly) tt_anomaly_set_step(s + 1); /* 1-based, as the progress line */
         progress_line pl = {.step = s + 1, .total = o.steps, .lr = r.opt->lr};
         train_step(&r, &pl);
         tt_tape_reset();
         r.step = s + 1;
-        if (!isfinite(pl.loss)) die(1, "the loss is %g at step %ld: lower --lr", pl.loss, r.step);
+        if (!isfinite(pl.loss)) {
+            fflush(stdout);
+            die(EXIT_DIVERGED, "the loss is %s at step %ld: the training diverged (lower --lr); "
+                "rerun with --detect-anomaly to find the op that first made a NaN/Inf",
+                isnan(pl.loss) ? "nan" : pl.loss > 0 ? "inf" : "-inf", r.step);
+        }
 
         const double elapsed = progress_now() - t0;
         pl.tokens_per_s = (double)(r.step - start_step) * tokens_per_step / elapsed;
         pl.eta_s = (double)(stop - r.step) * elapsed / (double)(r.step - start_step);
-        r.hist_step[r.n_hist] = (double)r.step;
-        r.hist_loss[r.n_hist++] = pl.loss;
+        hist_add(&r, pl.loss);
         double heldout = NAN, maxload = NAN;
         if ((o.eval_every > 0 && r.step % o.eval_every == 0) || r.step == stop) {
             evaluate(&r, &ev);
@@ -881,14 +975,22 @@ int main(int argc, char **argv) {
                    (size_t)r.n_moe * sizeof(double));
             r.n_eval++;
         }
-        if (r.step % print_every == 0 || r.step == start_step + 1 || r.step == stop)
+        if (r.step % print_every == 0 || r.step == start_step + 1 || r.step == stop) {
+            if (o.mem_stats) pl.rss_kib = progress_rss_kib(), pl.n_fds = progress_open_fds();
             progress_print(stdout, &pl);
+        }
         if (!isnan(heldout)) {
             printf("  held-out loss %.4f", heldout);
             if (r.data.kind == CORPUS_SYNTHETIC) printf(" (floor %.4f, %+.4f)", r.data.floor, heldout - r.data.floor);
             printf(" | expert load max/mean %.2f\n", maxload);
         }
         if (csv) progress_csv_row(csv, &pl, heldout, maxload, elapsed);
+        /* periodic checkpoint (the final one is written after the loop) */
+        if (o.save_every > 0 && r.step % o.save_every == 0 && r.step != stop && save(&r, true)) {
+            fprintf(stderr, "train_toy: warning: training goes on; '%s' still holds the last "
+                            "checkpoint that was saved\n", o.save);
+            fflush(stderr);
+        }
     }
     const double elapsed = progress_now() - t0;
     if (csv) fclose(csv);
@@ -905,7 +1007,7 @@ int main(int argc, char **argv) {
     print_load_table(&r, &ev);
     if (o.plot) write_plot(&r, &ev);
     int status = 0;
-    if (o.save) status = save(&r);
+    if (o.save) status = save(&r, false);
 
     eval_free(&ev);
     free(r.hist_step);

@@ -4,7 +4,9 @@
  *
  * Writing is atomic: everything goes to "<path>.tmp.<pid>", which is flushed, fsync'ed
  * and renamed over <path>; on any failure the temporary is removed and an existing
- * <path> is left as it was. Reading validates the whole header (sizes, JSON, dtypes,
+ * <path> is left as it was. A process killed mid-save (SIGKILL, power loss) leaves its
+ * "<path>.tmp.<pid>" behind; the next save of the same path removes every such file
+ * whose process no longer exists, so they never pile up. Reading validates the whole header (sizes, JSON, dtypes,
  * shapes, offsets, overlaps, duplicates) before allocating a single tensor, so hostile
  * files produce a TT_ERR_FORMAT message, never a crash. Tensor bytes are converted
  * from/to little-endian explicitly, so the files are the same on every host.
@@ -14,15 +16,18 @@
 #include "../internal.h"
 #include "json.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define ST_MAX_HEADER (100u * 1000u * 1000u) /* 100 MB, the limit of the reference impl. */
@@ -162,6 +167,50 @@ static void sync_parent_dir(const char *path) {
     }
 }
 
+/* Remove "<path>.tmp.<pid>" files left by saves of `path` that were killed before their
+ * rename: those whose pid is not ours and names no existing process (kill(pid, 0) fails
+ * with ESRCH). A live pid keeps its file: a concurrent save of the same path (or an
+ * unrelated process that reused the pid: the file then waits for a later save). Best
+ * effort, errors are ignored. Caveat: a process in another pid namespace (a container
+ * sharing the directory) looks dead; its save then fails cleanly at the rename (ENOENT),
+ * and <path> is still the previous complete file. */
+static void remove_stale_temporaries(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else
+        return;
+    const size_t blen = strlen(base);
+    if (blen == 0) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    const long self = (long)getpid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0) continue;
+        const char *digits = name + blen + 5;
+        long pid = 0;
+        bool ok = *digits != 0;
+        for (const char *c = digits; ok && *c; c++) {
+            ok = *c >= '0' && *c <= '9' && pid < 100000000L;
+            pid = pid * 10 + (*c - '0');
+        }
+        if (!ok || pid <= 0 || pid == self) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours) */
+        char full[4096 + 256];
+        snprintf(full, sizeof full, "%s/%s", dir, name);
+        (void)unlink(full);
+    }
+    closedir(d);
+}
+
 static bool write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
 
 /* Tensor payload in little-endian order, converted through a small buffer. */
@@ -256,7 +305,9 @@ tt_status tt_safetensors_save(const char *path, int n, tt_tensor *const *tensors
     buf_str(&h, "}");
     while (h.n % 8) buf_str(&h, " "); /* the tensor data starts 8-byte aligned */
 
-    /* write "<path>.tmp.<pid>", fsync, rename */
+    /* leftovers of killed saves first (on a full disk that frees their space), then
+     * write "<path>.tmp.<pid>", fsync, rename */
+    remove_stale_temporaries(path);
     size_t tlen = strlen(path) + 32;
     char *tmp = malloc(tlen);
     if (!tmp) abort();

@@ -5,7 +5,8 @@
  * Offsets are relative to the start of the byte buffer after the header.
  *
  * Writers are atomic: they write "<path>.tmp.<pid>", fsync, then rename over <path>, so a
- * crash leaves either the old file or the new one. Readers validate everything (sizes,
+ * crash leaves either the old file or the new one; a save also removes the "<path>.tmp.*"
+ * files of earlier saves whose process is gone (killed mid-save). Readers validate everything (sizes,
  * offsets, overlaps, dtypes, JSON) and return an error, never crash.
  */
 #ifndef TT_SAFETENSORS_H
