@@ -18,7 +18,8 @@ typedef struct block {
 
 static block *g_blocks = NULL;
 static int g_nblocks = 0, g_cur = 0;
-static size_t g_peak = 0;
+static size_t g_peak = 0;      /* largest arena_used() ever        */
+static size_t g_step_peak = 0; /* largest arena_used() since reset */
 
 #define ARENA_MIN_BLOCK ((size_t)4 << 20) /* 4 MiB */
 
@@ -57,23 +58,25 @@ void *tt_arena_alloc(size_t bytes) {
     void *p = b->mem + b->used;
     b->used += need;
     size_t u = arena_used();
+    if (u > g_step_peak) g_step_peak = u;
     if (u > g_peak) g_peak = u;
     return p;
 }
 
 static void arena_reset(void) {
     if (g_nblocks > 1) {
-        /* Merge into one block big enough for everything this step needed. */
-        size_t total = 0;
-        for (int i = 0; i < g_nblocks; i++) {
-            total += g_blocks[i].cap;
-            free(g_blocks[i].mem);
-        }
+        /* The step spilled into several blocks. The next step makes the same allocations,
+         * which fit back to back in one block of this step's peak (the spill blocks also
+         * hold unused tails), so merge into one block of that size, 1 MiB rounded. */
+        size_t need = (g_step_peak + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+        if (need < ARENA_MIN_BLOCK) need = ARENA_MIN_BLOCK;
+        for (int i = 0; i < g_nblocks; i++) free(g_blocks[i].mem);
         g_nblocks = 0;
-        insert_block(0, total);
+        insert_block(0, need);
     }
     for (int i = 0; i < g_nblocks; i++) g_blocks[i].used = 0;
     g_cur = 0;
+    g_step_peak = 0;
 }
 
 /* ---- tape --------------------------------------------------------------------------- */

@@ -250,7 +250,7 @@ typedef struct combine_ctx {
     const int32_t *busy_of, *row_of; /* [N * K] */
 } combine_ctx;
 
-#define COMBINE_PAR_MIN ((size_t)1 << 15)
+#define COMBINE_PAR_MIN ((size_t)1 << 17) /* keeps the toy model (N*K*dim = 2^15) serial */
 
 static void combine_backward(tt_node *nd) {
     const combine_ctx *c = nd->ctx;
