@@ -93,11 +93,15 @@ for c in $CONFIGS; do
     for t in $THREADS; do
         if [ "$t" -ge 2 ]; then pk=$peak2; else pk=$peak1; fi
         echo "== $c, $t thread(s): tinytorch"
-        run "bench_train $c $t" "$B/bench_train" "$c" "$t" --budget "$BUDGET" --peak "$pk"
+        # the same OpenMP wait policy as PyTorch: on 2 cores, threads that spin between
+        # parallel regions take the CPU from the thread doing the serial work
+        run "bench_train $c $t" env OMP_WAIT_POLICY=PASSIVE "$B/bench_train" "$c" "$t" --budget "$BUDGET" --peak "$pk"
         if [ $have_torch = 1 ]; then
             echo "== $c, $t thread(s): pytorch"
             # shellcheck disable=SC2086
-            run "bench_torch.py $c $t" $TORCH_ENV "$PYTHON" "$HERE/bench_torch.py" "$c" "$t" \
+            # torch.set_num_threads does not reach Debian's pthread OpenBLAS, which would
+            # otherwise use every core in a "1-thread" run: cap it to the same count
+            run "bench_torch.py $c $t" $TORCH_ENV OPENBLAS_NUM_THREADS="$t" "$PYTHON" "$HERE/bench_torch.py" "$c" "$t" \
                 --budget "$BUDGET" --peak "$pk"
         fi
     done
