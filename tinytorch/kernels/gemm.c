@@ -25,6 +25,7 @@
 #include "../internal.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -390,6 +391,35 @@ static inline const float *op_at(const float *X, bool trans, size_t ld, int i, i
     return trans ? X + (size_t)k * ld + i : X + (size_t)i * ld + k;
 }
 
+/* A barrier for the two phases of the parallel driver (B packed / B consumed), which
+ * runs several per product. libgomp's barrier puts waiting threads to sleep on a futex
+ * under OMP_WAIT_POLICY=PASSIVE (tens of microseconds a wake-up on a VM, thousands per
+ * training step); the threads of one product are all busy and arrive within
+ * microseconds of each other, so they spin instead, yielding the CPU only after a
+ * long wait (an oversubscribed machine). Sense-reversing: count and generation. */
+typedef struct spin_barrier {
+    atomic_int count, gen;
+} spin_barrier;
+
+static void spin_barrier_wait(spin_barrier *b, int n) {
+    if (n <= 1) return;
+    int g = atomic_load_explicit(&b->gen, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->gen, g + 1, memory_order_release);
+        return;
+    }
+    for (long spins = 0; atomic_load_explicit(&b->gen, memory_order_acquire) == g; spins++) {
+        if (spins < (1L << 11)) {
+#if GEMM_X86
+            _mm_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, int nthreads) {
@@ -408,11 +438,18 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     int block_rows = ceil_div(m_units, nbm) * MR;
 
     float *bbuf = pack_buf_get(&tls_b, (size_t)KC * NC);
+    spin_barrier bar = {0, 0};
+    const int n_items = nbm * nbn;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
 #endif
     {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
         float *abuf = pack_buf_get(&tls_a, (size_t)block_rows * KC);
         for (int jc = 0; jc < N; jc += NC) {
             int nc = imin(NC, N - jc);
@@ -420,17 +457,16 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
             for (int pc = 0; pc < K; pc += KC) {
                 int kc = imin(KC, K - pc);
                 float bet = pc == 0 ? beta : 1.0f;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int s = 0; s < n_slivers; s++)
+                /* this thread's share of the B slivers (a contiguous range) */
+                for (int s = (int)((long long)t * n_slivers / nt),
+                         s_end = (int)((long long)(t + 1) * n_slivers / nt);
+                     s < s_end; s++)
                     kr->pack_b(tb, imin(NR, nc - s * NR), kc, op_at(B, tb, ldb, pc, jc + s * NR),
                                ldb, bbuf + (size_t)s * NR * kc);
-                /* (implicit barrier: B is packed) */
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int item = 0; item < nbm * nbn; item++) {
+                spin_barrier_wait(&bar, nt); /* B is packed */
+                for (int item = (int)((long long)t * n_items / nt),
+                         it_end = (int)((long long)(t + 1) * n_items / nt);
+                     item < it_end; item++) {
                     int bm = item / nbn, bn = item % nbn;
                     int i0 = (int)((long long)bm * m_units / nbm) * MR;
                     int i1 = imin(M, (int)((long long)(bm + 1) * m_units / nbm) * MR);
@@ -453,7 +489,8 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                         }
                     }
                 }
-                /* (implicit barrier: nobody still reads B before it is repacked) */
+                /* nobody still reads B before it is repacked (the last one: the join) */
+                if (pc + KC < K || jc + NC < N) spin_barrier_wait(&bar, nt);
             }
         }
     }
@@ -525,7 +562,10 @@ void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
     }
     int nthreads = 1;
 #ifdef _OPENMP
-    if (work >= GEMM_PAR_MIN && !omp_in_parallel()) {
+    /* Only from outside every parallel region: inside one, even an inactive (if-false)
+     * one, a team is nested, and libgomp creates fresh threads for every nested team
+     * (they would also leak their thread-local pack buffers when they exit). */
+    if (work >= GEMM_PAR_MIN && omp_get_level() == 0) {
         nthreads = omp_get_max_threads();
         long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
         if (nthreads > cap) nthreads = (int)cap;

@@ -66,15 +66,22 @@ static inline int ld1(size_t ld) { return ld ? (int)ld : 1; }
 
 static void run_batched(int nb, const mm_call *c) {
     long long work = (long long)c->m * c->n * c->k;
+    /* Enter a parallel region only when it is really parallel: a tt_gemm inside an
+     * inactive (if-false) region is nested (omp_get_level() > 0) and runs on 1 thread. */
+    if (nb > 1 && work < MM_BATCH_PAR_MIN && work * nb >= MM_BATCH_PAR_MIN) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (nb > 1 && work < MM_BATCH_PAR_MIN && \
-                                              work * nb >= MM_BATCH_PAR_MIN)
+#pragma omp parallel for schedule(static)
 #endif
+        for (int p = 0; p < nb; p++)
+            tt_gemm(c->tx, c->ty, c->m, c->n, c->k, 1.0f, c->x + (size_t)p * c->sx,
+                    ld1(c->ldx), c->y + (size_t)p * c->sy, ld1(c->ldy), c->beta,
+                    c->z + (size_t)p * c->sz, ld1(c->ldz));
+        return;
+    }
     for (int p = 0; p < nb; p++)
         tt_gemm(c->tx, c->ty, c->m, c->n, c->k, 1.0f, c->x + (size_t)p * c->sx, ld1(c->ldx),
                 c->y + (size_t)p * c->sy, ld1(c->ldy), c->beta, c->z + (size_t)p * c->sz,
                 ld1(c->ldz));
-    (void)work;
 }
 
 /* ---- forward and backward ------------------------------------------------------------- */

@@ -13,6 +13,10 @@
 
 #define OPT_SRC ((tt_src){__FILE__, __LINE__})
 
+/* Below this many elements a parameter is updated by one thread (a parallel region
+ * costs about as much as updating 100 K floats once its threads sleep between regions). */
+#define SGD_PAR_MIN (1LL << 18)
+
 /* "optim.<kind>.<param name>" into name[TT_NAME_LEN]; stops if it does not fit. */
 static void state_name(char *name, const char *kind, const tt_tensor *p) {
     int k = snprintf(name, TT_NAME_LEN, "optim.%s.%s", kind, p->name);
@@ -103,8 +107,12 @@ static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
     float *restrict x = w->data;
     const float *restrict gr = w->grad;
     float *restrict b = buf ? buf->data : NULL;
-    const size_t n = w->size;
-    for (size_t k = 0; k < n; k++) {
+    const long long n = (long long)w->size;
+    /* element-wise, each element by one thread: the same bits for any thread count */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= SGD_PAR_MIN)
+#endif
+    for (long long k = 0; k < n; k++) {
         float g = gr[k];
         if (wd != 0.0f) g = g + wd * x[k];
         if (b) {
