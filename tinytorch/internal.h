@@ -36,6 +36,21 @@ static inline size_t tt_rows(const tt_tensor *t) {
     return c ? t->size / (size_t)c : 0;
 }
 
+/* Hot elementwise loops: TT_CLONES compiles a function for AVX-512, AVX2 and the
+ * baseline and picks one at load time (gcc on x86-64); VEC asks for a vectorised loop
+ * (plain -O2 in gcc 12 does not vectorise loops that need a scalar remainder). Only on
+ * elementwise loops, never on reductions, so results do not depend on the choice. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TT_CLONES
+#endif
+#ifdef _OPENMP
+#define VEC _Pragma("omp simd")
+#else
+#define VEC
+#endif
+
 /* Small per-thread scratch for tensor descriptions in messages ("'x' [2, 3]"). */
 const char *tt_d(const tt_tensor *t);
 

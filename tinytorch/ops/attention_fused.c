@@ -228,7 +228,6 @@ static size_t scratch_v(const att_geom *g) {
     return ((size_t)C + RB) * pad16((size_t)g->S);
 }
 
-#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
 

@@ -28,19 +28,9 @@
  */
 #include "../internal.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TT_CLONES
-#endif
 
 /* a loop the compiler must vectorise (plain -O2 only vectorises loops whose trip count
  * needs no scalar remainder); only elementwise loops, never a reduction */
-#ifdef _OPENMP
-#define VEC _Pragma("omp simd")
-#else
-#define VEC
-#endif
 
 /* elements below which a parallel region costs more than it saves (~20 us of work) */
 #define PAR_MIN_ELEMS ((size_t)1 << 16)

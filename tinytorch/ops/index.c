@@ -21,11 +21,6 @@
 
 #include <math.h>
 
-#ifdef _OPENMP
-#define VEC _Pragma("omp simd")
-#else
-#define VEC
-#endif
 
 /* OpenMP pays off only for a few hundred KB of work. */
 #define PAR_MIN_ELEMS ((size_t)1 << 16)

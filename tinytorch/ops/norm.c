@@ -35,16 +35,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TT_CLONES
-#endif
-#ifdef _OPENMP
-#define VEC _Pragma("omp simd")
-#else
-#define VEC
-#endif
 
 #define PAR_MIN_ELEMS 32768
 /* columns per task of the dw / db sums */

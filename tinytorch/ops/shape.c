@@ -14,11 +14,6 @@
 
 #include <stdio.h>
 
-#ifdef _OPENMP
-#define VEC _Pragma("omp simd")
-#else
-#define VEC
-#endif
 
 /* elements from which the gradient copies are shared between threads */
 #define PAR_MIN_ELEMS ((size_t)1 << 16)

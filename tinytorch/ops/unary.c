@@ -28,16 +28,6 @@
  * (VEC), every lane doing the scalar loop's IEEE operations, so the results do not depend
  * on the build choice. Above a size the range is cut into CHUNK-element pieces shared by
  * the threads: one writer per element, bit-identical for any thread count. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TT_CLONES
-#endif
-#ifdef _OPENMP
-#define VEC _Pragma("omp simd")
-#else
-#define VEC
-#endif
 
 #define CHUNK ((size_t)8192)
 /* elements from which threads pay: cheap arithmetic / a libm call per element */
