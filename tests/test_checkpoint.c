@@ -9,26 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char g_dir[64];
-
-static void make_dir(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/tt_checkpoint_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
-}
-
-static const char *path_in(const char *name) {
-    static char buf[4][128];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static void remove_dir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
 
 /* ---- an MLP 4 -> 16 -> 1 with dropout, trained on random minibatches -------------------
  * Both the minibatch sampling and dropout draw from the global RNG, so a resumed run
@@ -99,7 +79,7 @@ static float mlp_step(mlp *m, tt_optim *o, long step, float base_lr) {
 #define KSTEPS 50
 
 static void resume_is_bit_exact(bool adam) {
-    make_dir();
+    tt_test_tmpdir("tt_checkpoint");
     const float base_lr = adam ? 1e-2f : 0.05f;
     /* straight run */
     float straight[NSTEPS];
@@ -110,7 +90,7 @@ static void resume_is_bit_exact(bool adam) {
     const uint64_t rng_after_straight = tt_rng_global()->state;
 
     /* K steps, save */
-    const char *p = path_in("ckpt.safetensors");
+    const char *p = tt_test_path("ckpt.safetensors");
     mlp b;
     mlp_init(&b);
     tt_optim *ob = make_opt(&b, adam);
@@ -160,7 +140,7 @@ static void resume_is_bit_exact(bool adam) {
     tt_optim_free(oc);
     mlp_free(&a);
     mlp_free(&c);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 
 START_TEST(test_resume_sgd_bit_exact) { resume_is_bit_exact(false); }
@@ -169,7 +149,7 @@ START_TEST(test_resume_adamw_bit_exact) { resume_is_bit_exact(true); }
 END_TEST
 
 START_TEST(test_file_contents) {
-    make_dir();
+    tt_test_tmpdir("tt_checkpoint");
     mlp m;
     mlp_init(&m);
     tt_optim *o = make_opt(&m, true);
@@ -177,7 +157,7 @@ START_TEST(test_file_contents) {
     tt_rng *r = tt_rng_global();
     tt_rng_normal(r); /* leaves a spare normal: has_spare = 1 */
     tt_rng saved = *r;
-    const char *p = path_in("c.safetensors");
+    const char *p = tt_test_path("c.safetensors");
     tt_kv extra[2] = {{"git", "abc123"}, {"data", "tiny shakespeare"}};
     ck_assert_int_eq(tt_checkpoint_save(p, &m.p, o, 42, NULL, 2, extra), TT_OK);
 
@@ -226,15 +206,15 @@ START_TEST(test_file_contents) {
     tt_safetensors_free(&st);
     tt_optim_free(o);
     mlp_free(&m);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_save_argument_errors) {
-    make_dir();
+    tt_test_tmpdir("tt_checkpoint");
     mlp m;
     mlp_init(&m);
-    const char *p = path_in("x.safetensors");
+    const char *p = tt_test_path("x.safetensors");
     tt_kv reserved[1] = {{"step", "1"}};
     ck_assert_int_eq(tt_checkpoint_save(p, &m.p, NULL, 0, NULL, 1, reserved), TT_ERR_ARG);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "metadata key 'step' is reserved"));
@@ -253,7 +233,7 @@ START_TEST(test_save_argument_errors) {
                                         0, NULL),
                      TT_ERR_IO);
     mlp_free(&m);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
@@ -339,18 +319,18 @@ static void spit(const char *path, const unsigned char *b, size_t len) {
 }
 
 START_TEST(test_corrupt_checkpoints_change_nothing) {
-    make_dir();
+    tt_test_tmpdir("tt_checkpoint");
     mlp m;
     mlp_init(&m);
     tt_optim *o = make_opt(&m, true);
     for (long s = 0; s < 3; s++) mlp_step(&m, o, s, 1e-2f);
-    const char *good = path_in("good.safetensors");
+    const char *good = tt_test_path("good.safetensors");
     ck_assert_int_eq(tt_checkpoint_save(good, &m.p, o, 3, NULL, 0, NULL), TT_OK);
     for (long s = 3; s < 5; s++) mlp_step(&m, o, s, 1e-2f); /* the model moves on */
 
     size_t len;
     unsigned char *bytes = slurp(good, &len);
-    const char *bad = path_in("bad.safetensors");
+    const char *bad = tt_test_path("bad.safetensors");
 
     /* truncated: in the data, and in the header */
     spit(bad, bytes, len - 1);
@@ -366,7 +346,7 @@ START_TEST(test_corrupt_checkpoints_change_nothing) {
     spit(bad, c, len);
     expect_load_error(bad, &m, o, TT_ERR_FORMAT, "header is not valid JSON");
     free(c);
-    expect_load_error(path_in("absent.safetensors"), &m, o, TT_ERR_IO, "cannot open");
+    expect_load_error(tt_test_path("absent.safetensors"), &m, o, TT_ERR_IO, "cannot open");
 
     /* not a checkpoint / broken metadata (the tensors themselves are fine) */
     tt_tensor **all = malloc((size_t)(m.p.n + o->state.n) * sizeof *all);
@@ -455,7 +435,7 @@ START_TEST(test_corrupt_checkpoints_change_nothing) {
     free(bytes);
     tt_optim_free(o);
     mlp_free(&m);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 

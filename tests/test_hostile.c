@@ -50,18 +50,6 @@ static void write_file(const char *path, const void *bytes, size_t len) {
     fclose(f);
 }
 
-static unsigned char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 /* Names in dir other than the expected ones (e.g. a left-over "<path>.tmp.<pid>"). */
 static int count_entries(const char *dir, const char *show_prefix) {
@@ -451,14 +439,14 @@ START_TEST(test_full_disk_keeps_the_old_file) {
     snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
     ck_assert_int_eq(save_w(path, 1.0f), TT_OK);
     size_t n_old;
-    unsigned char *old = read_file(path, &n_old);
+    unsigned char *old = tt_test_read_file(path, &n_old);
     limit_file_size(4096); /* the 16 KiB tensor does not fit */
     tt_status s = save_w(path, 2.0f);
     unlimit_file_size();
     ck_assert_int_eq(s, TT_ERR_IO);
     ck_assert_msg(strstr(tt_last_error(), "(write failed): File too large"), "%s", tt_last_error());
     size_t n_now;
-    unsigned char *now = read_file(path, &n_now);
+    unsigned char *now = tt_test_read_file(path, &n_now);
     ck_assert(n_now == n_old && memcmp(now, old, n_old) == 0); /* bit for bit the old file */
     assert_file_holds(path, 1.0f);
     ck_assert_int_eq(count_entries(g_dir, "entry: "), 1); /* no temporary left */

@@ -13,41 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- helpers: a private temporary directory per test ----------------------------------- */
-static char g_dir[64];
-
-static void make_dir(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/tt_safetensors_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(g_dir));
-}
-
-static const char *path_in(const char *name) {
-    static char buf[4][128];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static void remove_dir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static unsigned char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)n + 1);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
+/* ---- helpers (the temporary directory: tt_test_tmpdir in tt_test.c) ---------------------- */
 static void write_file(const char *path, const void *bytes, size_t len) {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
@@ -69,7 +35,7 @@ static unsigned char *make_bytes(const char *header, uint64_t header_len_field, 
 /* ---- round trips -------------------------------------------------------------------- */
 
 START_TEST(test_round_trip_bit_exact) {
-    make_dir();
+    tt_test_tmpdir("tt_safetensors");
     /* awkward floats: -0, inf, NaN with a payload, denormals, the extremes */
     uint32_t bits[8] = {0x80000000u, 0x7f800000u, 0x7fc12345u, 0x00000001u,
                         0x007fffffu, 0x7f7fffffu, 0xff7fffffu, 0x3f800000u};
@@ -82,7 +48,7 @@ START_TEST(test_round_trip_bit_exact) {
     int32_t ids[5] = {0, -1, 2147483647, -2147483647 - 1, 42};
     tt_tensor *i = tt_set_name(tt_from_ids(TT_SHAPE(5), ids), "ids");
     tt_tensor *all[6] = {a, b, s, e, d4, i};
-    const char *p = path_in("rt.safetensors");
+    const char *p = tt_test_path("rt.safetensors");
     ck_assert_int_eq(tt_safetensors_save(p, 6, all, 0, NULL), TT_OK);
 
     tt_safetensors st;
@@ -104,20 +70,20 @@ START_TEST(test_round_trip_bit_exact) {
     ck_assert_int_eq(st.n, 0);
     tt_safetensors_free(&st); /* twice is harmless */
     for (int k = 0; k < 6; k++) tt_free(all[k]);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_exact_header_layout) {
-    make_dir();
+    tt_test_tmpdir("tt_safetensors");
     tt_tensor *w = tt_set_name(tt_from_data(TT_SHAPE(2), (float[]){1.0f, -2.0f}), "w");
     tt_tensor *ids = tt_set_name(tt_from_ids(TT_SHAPE(1, 1), (int32_t[]){7}), "ids");
     tt_tensor *all[2] = {w, ids};
     tt_kv meta[1] = {{"k", "v"}};
-    const char *p = path_in("h.safetensors");
+    const char *p = tt_test_path("h.safetensors");
     ck_assert_int_eq(tt_safetensors_save(p, 2, all, 1, meta), TT_OK);
     size_t len;
-    unsigned char *b = read_file(p, &len);
+    unsigned char *b = tt_test_read_file(p, &len);
     const char *want = "{\"__metadata__\":{\"k\":\"v\"},"
                        "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                        "\"ids\":{\"dtype\":\"I32\",\"shape\":[1,1],\"data_offsets\":[8,12]}}";
@@ -134,12 +100,12 @@ START_TEST(test_exact_header_layout) {
     free(b);
     tt_free(w);
     tt_free(ids);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_metadata_round_trip) {
-    make_dir();
+    tt_test_tmpdir("tt_safetensors");
     tt_tensor *w = tt_set_name(tt_zeros(TT_SHAPE(1)), "w");
     tt_kv meta[4] = {
         {"config", "{\"dim\": 64, \"name\": \"a \\\"quoted\\\" word\"}"},
@@ -147,7 +113,7 @@ START_TEST(test_metadata_round_trip) {
         {"unicode", "\xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80"},
         {"empty", ""},
     };
-    const char *p = path_in("m.safetensors");
+    const char *p = tt_test_path("m.safetensors");
     ck_assert_int_eq(tt_safetensors_save(p, 1, &w, 4, meta), TT_OK);
     tt_safetensors st;
     ck_assert_int_eq(tt_safetensors_load(p, &st), TT_OK);
@@ -160,17 +126,17 @@ START_TEST(test_metadata_round_trip) {
     ck_assert_ptr_null(tt_safetensors_meta(&st, "absent"));
     tt_safetensors_free(&st);
     tt_free(w);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_save_argument_errors) {
-    make_dir();
+    tt_test_tmpdir("tt_safetensors");
     tt_tensor *a = tt_set_name(tt_zeros(TT_SHAPE(1)), "a");
     tt_tensor *a2 = tt_set_name(tt_zeros(TT_SHAPE(2)), "a");
     tt_tensor *unnamed = tt_zeros(TT_SHAPE(1));
     tt_tensor *reserved = tt_set_name(tt_zeros(TT_SHAPE(1)), "__metadata__");
-    const char *p = path_in("x.safetensors");
+    const char *p = tt_test_path("x.safetensors");
     tt_tensor *dup[2] = {a, a2};
     ck_assert_int_eq(tt_safetensors_save(p, 2, dup, 0, NULL), TT_ERR_ARG);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "duplicate tensor name 'a'"));
@@ -189,7 +155,7 @@ START_TEST(test_save_argument_errors) {
     tt_free(a2);
     tt_free(unnamed);
     tt_free(reserved);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
@@ -285,8 +251,8 @@ START_TEST(test_hostile_table) {
 END_TEST
 
 START_TEST(test_hostile_files_name_the_path) {
-    make_dir();
-    const char *p = path_in("bad.safetensors");
+    tt_test_tmpdir("tt_safetensors");
+    const char *p = tt_test_path("bad.safetensors");
     tt_safetensors st;
     write_file(p, "", 0);
     ck_assert_int_eq(tt_safetensors_load(p, &st), TT_ERR_FORMAT);
@@ -294,9 +260,9 @@ START_TEST(test_hostile_files_name_the_path) {
     write_file(p, "\x10\0\0\0\0\0\0", 7);
     ck_assert_int_eq(tt_safetensors_load(p, &st), TT_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "file too short (7 bytes)"));
-    ck_assert_int_eq(tt_safetensors_load(path_in("absent.safetensors"), &st), TT_ERR_IO);
+    ck_assert_int_eq(tt_safetensors_load(tt_test_path("absent.safetensors"), &st), TT_ERR_IO);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "absent.safetensors': No such file"));
-    ck_assert_int_eq(tt_safetensors_load(g_dir, &st), TT_ERR_IO);
+    ck_assert_int_eq(tt_safetensors_load(tt_test_path("."), &st), TT_ERR_IO);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "not a regular file"));
 
     /* every truncation of a valid file is rejected cleanly */
@@ -304,7 +270,7 @@ START_TEST(test_hostile_files_name_the_path) {
     tt_kv meta[1] = {{"k", "v"}};
     ck_assert_int_eq(tt_safetensors_save(p, 1, &w, 1, meta), TT_OK);
     size_t len;
-    unsigned char *b = read_file(p, &len);
+    unsigned char *b = tt_test_read_file(p, &len);
     for (size_t n = 0; n < len; n++) {
         unsigned char *c = malloc(n ? n : 1);
         memcpy(c, b, n);
@@ -315,7 +281,7 @@ START_TEST(test_hostile_files_name_the_path) {
     tt_safetensors_free(&st);
     free(b);
     tt_free(w);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
@@ -341,8 +307,8 @@ static void assert_old_file_intact(const char *p, float value) {
 }
 
 START_TEST(test_failed_write_keeps_old_file) {
-    make_dir();
-    const char *p = path_in("model.safetensors");
+    tt_test_tmpdir("tt_safetensors");
+    const char *p = tt_test_path("model.safetensors");
     tt_tensor *old = tt_set_name(tt_full(TT_SHAPE(4), 1.0f), "w");
     ck_assert_int_eq(tt_safetensors_save(p, 1, &old, 0, NULL), TT_OK);
     tt_tensor *big = tt_set_name(tt_full(TT_SHAPE(100000), 2.0f), "w");
@@ -375,7 +341,7 @@ START_TEST(test_failed_write_keeps_old_file) {
     ck_assert_int_ne(access(tmp, F_OK), 0); /* the temporary was removed */
 
     /* 3. the destination is a directory: rename fails, the temporary is removed */
-    const char *d = path_in("adir");
+    const char *d = tt_test_path("adir");
     ck_assert_int_eq(mkdir(d, 0755), 0);
     ck_assert_int_eq(tt_safetensors_save(d, 1, &old, 0, NULL), TT_ERR_IO);
     ck_assert_ptr_nonnull(strstr(tt_last_error(), "(rename failed)"));
@@ -387,7 +353,7 @@ START_TEST(test_failed_write_keeps_old_file) {
     assert_old_file_intact(p, 2.0f);
     tt_free(old);
     tt_free(big);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
@@ -402,8 +368,8 @@ static void make_model(tt_params *p, int q_out) {
 }
 
 START_TEST(test_params_save_load) {
-    make_dir();
-    const char *p = path_in("params.safetensors");
+    tt_test_tmpdir("tt_safetensors");
+    const char *p = tt_test_path("params.safetensors");
     tt_params a, b;
     make_model(&a, 3);
     tt_kv meta[1] = {{"step", "12"}};
@@ -416,13 +382,13 @@ START_TEST(test_params_save_load) {
         ck_assert_int_eq(memcmp(a.t[i]->data, b.t[i]->data, a.t[i]->size * 4), 0);
     tt_params_free(&a);
     tt_params_free(&b);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_params_mismatch_errors) {
-    make_dir();
-    const char *p = path_in("params.safetensors");
+    tt_test_tmpdir("tt_safetensors");
+    const char *p = tt_test_path("params.safetensors");
     tt_params file_model, model;
     make_model(&file_model, 3);
     ck_assert_int_eq(tt_params_save(&file_model, p, 0, NULL), TT_OK);
@@ -460,7 +426,7 @@ START_TEST(test_params_mismatch_errors) {
     tt_tensor *it = tt_from_ids(TT_SHAPE(4), (int32_t[]){1, 2, 3, 4});
     tt_set_name(it, "layers.0.norm.weight");
     tt_params_add(&ip, it);
-    const char *p2 = path_in("ids.safetensors");
+    const char *p2 = tt_test_path("ids.safetensors");
     ck_assert_int_eq(tt_params_save(&ip, p2, 0, NULL), TT_OK);
     make_model(&model, 3);
     tt_safetensors st;
@@ -478,18 +444,18 @@ START_TEST(test_params_mismatch_errors) {
     tt_params_free(&model);
     tt_params_free(&ip);
     tt_params_free(&file_model);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 
 START_TEST(test_params_prefix) {
     /* parameter "x" is read from "student.x"; strict looks only under "student." */
-    make_dir();
+    tt_test_tmpdir("tt_safetensors");
     tt_params file = {0}, model = {0};
     tt_tensor *a = tt_param_new(&file, TT_SHAPE(2), "student.w");
     a->data[0] = 5.0f;
     tt_param_new(&file, TT_SHAPE(3), "teacher.w");
-    const char *p = path_in("prefix.safetensors");
+    const char *p = tt_test_path("prefix.safetensors");
     ck_assert_int_eq(tt_params_save(&file, p, 0, NULL), TT_OK);
     tt_tensor *w = tt_param_new(&model, TT_SHAPE(2), "w");
     tt_safetensors st;
@@ -501,7 +467,7 @@ START_TEST(test_params_prefix) {
     tt_safetensors_free(&st);
     tt_params_free(&file);
     tt_params_free(&model);
-    remove_dir();
+    tt_test_tmpdir_remove();
 }
 END_TEST
 

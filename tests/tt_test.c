@@ -45,6 +45,41 @@ tt_tensor *tt_test_param_away0(int ndim, const int *shape) {
     return t;
 }
 
+static char g_tmpdir[128];
+
+const char *tt_test_tmpdir(const char *prefix) {
+    snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/%s_XXXXXX", prefix);
+    ck_assert_ptr_nonnull(mkdtemp(g_tmpdir));
+    return g_tmpdir;
+}
+
+const char *tt_test_path(const char *name) {
+    static char buf[4][256];
+    static int k = 0;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", g_tmpdir, name);
+    return buf[k];
+}
+
+void tt_test_tmpdir_remove(void) {
+    char cmd[192];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+unsigned char *tt_test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
 float tt_test_maxdiff(const float *a, const float *b, size_t n) {
     float m = 0.0f;
     for (size_t i = 0; i < n; i++) {

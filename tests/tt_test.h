@@ -47,6 +47,15 @@ tt_tensor *tt_test_param(int ndim, const int *shape, float lo, float hi);
 /* Values bounded away from 0 (|x| in [0.1, 1]), for ops with a kink at 0. */
 tt_tensor *tt_test_param_away0(int ndim, const int *shape);
 
+/* A private temporary directory per test: tt_test_tmpdir("tt_ckpt") creates
+ * /tmp/tt_ckpt_XXXXXX and returns its path; tt_test_path("a.st") names a file in it (four
+ * rotating buffers, so a call can take several); tt_test_tmpdir_remove() deletes it with
+ * everything inside. tt_test_read_file returns a malloc'd copy of a whole file. */
+const char *tt_test_tmpdir(const char *prefix);
+const char *tt_test_path(const char *name);
+void tt_test_tmpdir_remove(void);
+unsigned char *tt_test_read_file(const char *path, size_t *len);
+
 /* Max |a - b| over n floats. */
 float tt_test_maxdiff(const float *a, const float *b, size_t n);
 
