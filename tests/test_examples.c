@@ -117,21 +117,31 @@ static void csv_columns(const char *path, char *buf, size_t len) {
     fclose(f);
 }
 
-START_TEST(test_resume_is_bit_identical) {
+/* Train `steps` steps straight, and stop at `stop` + resume to `steps`: the CSV losses and
+ * the final checkpoint bytes (parameters, optimizer state, step) must be identical.
+ * `preset` is "" or e.g. "--preset v3 "; the resumed run's output is left in `out`. */
+static void check_resume_identical(const char *preset, int steps, int stop) {
     static char a[1 << 15], b[1 << 15];
-    int rc = run(out, sizeof out, "train_toy " SMALL " --steps 100 --log a.csv --save a.st");
+    int rc = run(out, sizeof out, "train_toy %s" SMALL " --steps %d --log a.csv --save a.st", preset,
+                 steps);
     ck_assert_msg(rc == 0, "%s", out);
-    rc = run(out, sizeof out, "train_toy " SMALL " --steps 100 --stop-at 50 --log b.csv --save b.st");
+    rc = run(out, sizeof out, "train_toy %s" SMALL " --steps %d --stop-at %d --log b.csv --save b.st",
+             preset, steps, stop);
     ck_assert_msg(rc == 0, "%s", out);
+    char msg[64];
+    snprintf(msg, sizeof msg, "resumed from b.st at step %d", stop);
     rc = run(out, sizeof out, "train_toy --resume b.st --log b.csv --save b.st");
-    ck_assert_msg(rc == 0 && strstr(out, "resumed from b.st at step 50"), "%s", out);
+    ck_assert_msg(rc == 0 && strstr(out, msg), "%s", out);
     csv_columns("a.csv", a, sizeof a);
     csv_columns("b.csv", b, sizeof b);
     ck_assert_msg(strcmp(a, b) == 0, "losses differ:\n--- straight\n%s\n--- resumed\n%s", a, b);
-    /* the final checkpoints hold the same bytes */
     char cmd[700];
     snprintf(cmd, sizeof cmd, "cmp -s %s/a.st %s/b.st", g_tmp, g_tmp);
     ck_assert_msg(system(cmd) == 0, "a.st and b.st differ");
+}
+
+START_TEST(test_resume_is_bit_identical) {
+    check_resume_identical("", 100, 50);
     /* a flag that would change the model is refused on resume */
     ck_assert_int_eq(run(out, sizeof out, "train_toy --resume b.st --hidden 32"), 2);
     ck_assert(strstr(out, "--hidden differs from the checkpoint"));
@@ -294,21 +304,10 @@ START_TEST(test_v3_card_and_smoke_run) {
 END_TEST
 
 START_TEST(test_v3_resume_is_bit_identical) {
-    static char a[1 << 15], b[1 << 15];
-    int rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 60 --log a.csv --save a.st");
-    ck_assert_msg(rc == 0, "%s", out);
-    rc = run(out, sizeof out, "train_toy --preset v3 " SMALL " --steps 60 --stop-at 30 --log b.csv --save b.st");
-    ck_assert_msg(rc == 0, "%s", out);
-    rc = run(out, sizeof out, "train_toy --resume b.st --log b.csv --save b.st");
-    ck_assert_msg(rc == 0 && strstr(out, "resumed from b.st at step 30") &&
-                  strstr(out, "faithful architecture"), "%s", out);
-    csv_columns("a.csv", a, sizeof a);
-    csv_columns("b.csv", b, sizeof b);
-    ck_assert_msg(strcmp(a, b) == 0, "losses differ:\n--- straight\n%s\n--- resumed\n%s", a, b);
     /* parameters (gate biases included), AdamW moments, step: the same bytes */
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "cmp -s %s/a.st %s/b.st", g_tmp, g_tmp);
-    ck_assert_msg(system(cmd) == 0, "a.st and b.st differ");
+    check_resume_identical("--preset v3 ", 60, 30);
+    ck_assert_msg(strstr(out, "faithful architecture"), "%s", out);
+    int rc;
     /* the model and optimizer are the file's; gamma and lambda may change (as in V3) */
     ck_assert_int_eq(run(out, sizeof out, "train_toy --resume b.st --lr 0.1"), 2);
     ck_assert(strstr(out, "--lr differs from the checkpoint"));
