@@ -63,7 +63,61 @@ void *tt_arena_alloc(size_t bytes) {
     return p;
 }
 
+/* ---- gradient buffers of temporaries -----------------------------------------------
+ * A temporary's gradient is needed only from the backward of its first consumer (which
+ * allocates it) until the backward of its producer (which reads it for the last time).
+ * backward_from() hands it back right after that, and the next gradient of the same
+ * size reuses it, as PyTorch frees a non-leaf's .grad once it has been propagated. In a
+ * chain of layers only a few such gradients are alive at once, so a step's arena holds
+ * the forward activations plus a handful of gradients instead of a second copy of every
+ * activation. Free buffers form a list threaded through their first bytes; a request
+ * takes a free buffer of exactly its (64-byte rounded) size, else bumps the arena. The
+ * sequence of requests is the same every step, so reuse (and the arena's peak) is too. */
+typedef struct free_grad {
+    struct free_grad *next;
+    size_t bytes;
+} free_grad;
+static free_grad *g_free_grads = NULL;
+static bool g_retain_grads = false;
+
+static size_t grad_bytes(size_t n_floats) {
+    size_t b = (n_floats * sizeof(float) + 63) & ~(size_t)63;
+    return b ? b : 64;
+}
+
+float *tt_arena_grad_alloc(size_t n_floats) {
+    size_t bytes = grad_bytes(n_floats);
+    for (free_grad **p = &g_free_grads; *p; p = &(*p)->next) {
+        if ((*p)->bytes != bytes) continue;
+        free_grad *f = *p;
+        *p = f->next;
+        return (float *)(void *)f;
+    }
+    return tt_arena_alloc(bytes);
+}
+
+/* Give t's gradient back to the free list (t is a temporary whose producer's backward
+ * has just run); t->grad becomes NULL, as for a non-leaf in PyTorch. */
+static void release_grad(tt_tensor *t) {
+    free_grad *f = (free_grad *)(void *)t->grad;
+    f->bytes = grad_bytes(t->size);
+    f->next = g_free_grads;
+    g_free_grads = f;
+    t->grad = NULL;
+}
+
+bool tt_set_retain_grads(bool on) {
+    bool old = g_retain_grads;
+    g_retain_grads = on;
+    return old;
+}
+
+void tt_retain_grad(tt_tensor *t) {
+    if (t) t->retain_grad = true;
+}
+
 static void arena_reset(void) {
+    g_free_grads = NULL;
     if (g_nblocks > 1) {
         /* The step spilled into several blocks. The next step makes the same allocations,
          * which fit back to back in one block of this step's peak (the spill blocks also
@@ -118,6 +172,7 @@ tt_mark tt_mark_get(void) {
 }
 
 void tt_mark_release(tt_mark m) {
+    g_free_grads = NULL; /* free gradient buffers may lie beyond the mark */
     if (m.tape > g_tape_len || (g_nblocks && m.block > g_cur))
         tt_error_at((tt_src){__FILE__, __LINE__}, "mark_release",
                     "mark is newer than the arena (released twice or after a reset?)");
@@ -328,6 +383,10 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
         else
             n->backward(n);
         if (g_anomaly) anomaly_backward(n, src);
+        /* n->out's gradient has been propagated to n's inputs: done with it, unless the
+         * caller asked to keep it (the root, tt_retain_grad, tt_set_retain_grads) */
+        tt_tensor *t = n->out;
+        if (!t->persistent && t != out && !t->retain_grad && !g_retain_grads) release_grad(t);
     }
 }
 

@@ -8,7 +8,10 @@
  *
  * Lifetime: nodes, op outputs and their gradients live in the step arena; one call to
  * tt_tape_reset() releases them all. Leaf gradients (persistent tensors) survive and
- * keep accumulating across backward calls until tt_zero_grad(), as in PyTorch.
+ * keep accumulating across backward calls until tt_zero_grad(), as in PyTorch. The
+ * gradient of a temporary is released (grad = NULL) as soon as its producer's backward
+ * has consumed it, again as in PyTorch; tt_retain_grad() keeps one, and
+ * tt_set_retain_grads(true) keeps all of them (for inspecting a backward in a debugger).
  */
 #ifndef TT_AUTOGRAD_H
 #define TT_AUTOGRAD_H
@@ -47,6 +50,11 @@ void tt_backward_(tt_tensor *loss, tt_src src);         /* loss must have 1 elem
 #define tt_backward_seed(out, seed) tt_backward_seed_(out, seed, TT_SRC)
 void tt_backward_seed_(tt_tensor *out, const float *seed, tt_src src);
 
+/* Keep t's gradient after backward although t is a temporary (torch's retain_grad). */
+void tt_retain_grad(tt_tensor *t);
+/* Keep the gradient of every temporary (debugging); returns the previous setting.   */
+bool tt_set_retain_grads(bool on);
+
 /* ---- the tape -------------------------------------------------------------------- */
 int tt_tape_len(void);
 tt_node *tt_tape_node(int index);
@@ -81,6 +89,7 @@ tt_mem_stats tt_mem_get_stats(void);
 tt_tensor *tt_tmp(tt_dtype dtype, int ndim, const int *shape);
 /* Scratch memory from the arena, 64-byte aligned, released at tt_tape_reset().       */
 void *tt_arena_alloc(size_t bytes);
+
 /* True if an op with these inputs must be recorded (grad mode on, some input needs
  * grad). Ops call this before doing work that only the backward needs.              */
 bool tt_needs_grad(int n_in, tt_tensor *const *in);

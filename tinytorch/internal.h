@@ -59,6 +59,10 @@ void *tt_xmalloc(size_t bytes);
 void *tt_xcalloc(size_t n, size_t size);
 size_t tt_shape_numel(int ndim, const int *shape, tt_src src, const char *op);
 
+/* A gradient buffer of n floats for a temporary (uninitialised, 64-byte aligned):
+ * reuses one released by the backward sweep, else comes from the arena (autograd.c). */
+float *tt_arena_grad_alloc(size_t n_floats);
+
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);
 

@@ -176,7 +176,7 @@ float *tt_grad_ensure(tt_tensor *t) {
             t->grad = tt_xmalloc(bytes);
             tt_mem_track((long long)bytes, 0);
         } else {
-            t->grad = tt_arena_alloc(bytes);
+            t->grad = tt_arena_grad_alloc(t->size);
         }
         memset(t->grad, 0, bytes);
     }

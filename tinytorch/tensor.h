@@ -40,10 +40,13 @@ typedef struct tt_tensor {
     size_t size;              /* number of elements = product of shape          */
     tt_dtype dtype;
     float *data;              /* size elements; int32 tensors reuse the storage */
-    float *grad;              /* NULL until a backward pass first writes to it  */
+    float *grad;              /* NULL until a backward pass first writes to it;
+                               * a temporary's is released again once propagated
+                               * (see tt_retain_grad)                           */
     bool requires_grad;       /* gradients flow into this tensor                */
     bool persistent;          /* malloc-owned (tt_free) vs. step arena          */
     bool is_view;             /* data borrowed from another tensor (reshape)    */
+    bool retain_grad;         /* keep the grad of a temporary (tt_retain_grad)  */
     char name[TT_NAME_LEN];   /* "" if unnamed, e.g. "layers.0.attn.wq.weight"  */
     struct tt_node *node;     /* tape node that produced it; NULL for leaves    */
 } tt_tensor;

@@ -38,8 +38,9 @@ int main(void) {
 
     /* backward: seed dloss/dloss = 1, run the nodes' backward functions in reverse */
     printf("== backward\n");
+    tt_retain_grad(h); /* keep h's gradient: a temporary's is freed once propagated */
     tt_backward(loss);
-    tt_print_grad(h); /* intermediate gradients stay readable until tt_tape_reset */
+    tt_print_grad(h);
     tt_print_grad(W);
     tt_print_grad(b);
 

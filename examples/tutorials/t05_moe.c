@@ -117,6 +117,8 @@ static void show_balance(tt_moe *m, tt_params *p, tt_tensor *x) {
     printf("L = alpha * E * sum f_i P_i = %.6f (by hand %.6f; uniform routing gives alpha = %.2f)\n",
            (double)tt_item(bal), alpha * E * sum_fp, (double)alpha);
 
+    tt_retain_grad(r.scores); /* temporaries: keep their gradients for printing */
+    tt_retain_grad(r.logits);
     tt_backward(bal);
     printf("dL/ds_ti, token 0:  %.6f %.6f %.6f %.6f\n", (double)r.scores->grad[0],
            (double)r.scores->grad[1], (double)r.scores->grad[2], (double)r.scores->grad[3]);
