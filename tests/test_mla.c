@@ -29,7 +29,7 @@ static void mla_gradcheck(const char *op) {
 
 START_TEST(test_mla_grad_attention) { mla_gradcheck("attention"); }
 END_TEST
-START_TEST(test_mla_grad_matmul_nt) { mla_gradcheck("matmul_nt"); }
+START_TEST(test_mla_grad_affine) { mla_gradcheck("affine"); }
 END_TEST
 
 START_TEST(test_mla_single_position) {
@@ -139,7 +139,7 @@ static Suite *mla_suite(void) {
     TCase *tc = tcase_create("mla");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_mla_grad_attention);
-    tcase_add_test(tc, test_mla_grad_matmul_nt);
+    tcase_add_test(tc, test_mla_grad_affine);
     tcase_add_test(tc, test_mla_single_position);
     tcase_add_test(tc, test_mla_causal);
     tcase_add_test(tc, test_mla_cache_matches_full);

@@ -78,8 +78,8 @@ static float relu_margin(void) {
     float m = INFINITY;
     for (int i = 0; i < tt_tape_len(); i++) {
         tt_node *nd = tt_tape_node(i);
-        if (strcmp(nd->op, "relu") != 0) continue;
-        for (size_t k = 0; k < nd->in[0]->size; k++) m = fminf(m, fabsf(nd->in[0]->data[k]));
+        for (size_t k = 0, nk = tt_test_relu_count(nd); k < nk; k++)
+            m = fminf(m, (float)fabs(tt_test_relu_preact(nd, k)));
     }
     return m;
 }

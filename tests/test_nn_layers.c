@@ -109,7 +109,7 @@ static void linear_grad(bool bias) {
     tt_linear_init(&fc, &p, "fc", 5, 3, bias);
     tt_tensor *x = tt_test_param(TT_SHAPE(2, 4, 5), -1, 1);
     tt_tensor *in[3] = {x, fc.weight, fc.bias};
-    tt_test_gradcheck("matmul_nt", f_linear, &fc, bias ? 3 : 2, in, NULL);
+    tt_test_gradcheck("affine", f_linear, &fc, bias ? 3 : 2, in, NULL);
     tt_free(x);
     tt_params_free(&p);
 }
@@ -245,8 +245,8 @@ START_TEST(test_expert_relu) {
     ck_assert_int_eq(ex.down.weight->shape[0], 4);
     ck_assert_uint_eq(tt_params_numel(&p), 6 * 4 + 6 + 4 * 6 + 4);
     tt_tensor *in[5] = {x, ex.up.weight, ex.up.bias, ex.down.weight, ex.down.bias};
-    tt_test_gradcheck("relu", f_expert, &ex, 5, in, NULL);
-    tt_test_gradcheck("matmul_nt", f_expert, &ex, 5, in, NULL);
+    tt_test_gradcheck("affine_relu", f_expert, &ex, 5, in, NULL); /* relu(fc1 x) */
+    tt_test_gradcheck("affine", f_expert, &ex, 5, in, NULL);      /* fc2 */
     tt_free(x);
     tt_params_free(&p);
 }
@@ -285,7 +285,7 @@ START_TEST(test_expert_swiglu) {
     tt_tensor *x = tt_test_param(TT_SHAPE(2, 3, 4), -1, 1);
     tt_tensor *in[4] = {x, ex.up.weight, ex.down.weight, ex.gate.weight};
     tt_test_gradcheck("silu", f_expert, &ex, 4, in, NULL);
-    tt_test_gradcheck("matmul_nt", f_expert, &ex, 4, in, NULL);
+    tt_test_gradcheck("affine", f_expert, &ex, 4, in, NULL);
     tt_free(x);
     tt_params_free(&p);
 }

@@ -88,3 +88,18 @@ float tt_test_maxdiff(const float *a, const float *b, size_t n) {
     }
     return m;
 }
+
+size_t tt_test_relu_count(const tt_node *nd) {
+    if (!strcmp(nd->op, "relu") || !strcmp(nd->op, "affine_relu")) return nd->out->size;
+    return 0;
+}
+
+double tt_test_relu_preact(const tt_node *nd, size_t k) {
+    if (!strcmp(nd->op, "relu")) return nd->in[0]->data[k];
+    /* affine_relu: out[r][j] = max(sum_i x[r][i] w[j][i] + b[j], 0) */
+    const tt_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
+    size_t in = (size_t)w->shape[1], out = (size_t)w->shape[0], r = k / out, j = k % out;
+    double acc = b ? b->data[j] : 0.0;
+    for (size_t i = 0; i < in; i++) acc += (double)x->data[r * in + i] * w->data[j * in + i];
+    return acc;
+}

@@ -59,6 +59,13 @@ unsigned char *tt_test_read_file(const char *path, size_t *len);
 /* Max |a - b| over n floats. */
 float tt_test_maxdiff(const float *a, const float *b, size_t n);
 
+/* ReLU kinks on the tape, for tests that must keep finite differences away from them:
+ * the number of ReLU pre-activations of node nd (0 unless its op is "relu" or
+ * "affine_relu"), and pre-activation k: the input of a "relu", x w^T + b recomputed in
+ * double for an "affine_relu" (which keeps only its output). */
+size_t tt_test_relu_count(const tt_node *nd);
+double tt_test_relu_preact(const tt_node *nd, size_t k);
+
 #define TT_TEST_MAIN(suite_fn)                                        \
     int main(void) {                                                  \
         SRunner *sr = srunner_create(suite_fn());                     \

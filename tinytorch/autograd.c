@@ -96,13 +96,17 @@ float *tt_arena_grad_alloc(size_t n_floats) {
     return tt_arena_alloc(bytes);
 }
 
+void tt_arena_grad_free(float *p, size_t n_floats) {
+    free_grad *f = (free_grad *)(void *)p;
+    f->bytes = grad_bytes(n_floats);
+    f->next = g_free_grads;
+    g_free_grads = f;
+}
+
 /* Give t's gradient back to the free list (t is a temporary whose producer's backward
  * has just run); t->grad becomes NULL, as for a non-leaf in PyTorch. */
 static void release_grad(tt_tensor *t) {
-    free_grad *f = (free_grad *)(void *)t->grad;
-    f->bytes = grad_bytes(t->size);
-    f->next = g_free_grads;
-    g_free_grads = f;
+    tt_arena_grad_free(t->grad, t->size);
     t->grad = NULL;
 }
 
@@ -315,6 +319,17 @@ tt_node *tt_record(const char *op, tt_backward_fn backward, tt_tensor *out, int 
 
 float *tt_grad_acc(tt_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
+    return tt_grad_ensure(t);
+}
+
+float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad && !t->persistent) { /* first contribution: skip zeroing the buffer */
+        t->grad = tt_arena_grad_alloc(t->size);
+        *fresh = true;
+        return t->grad;
+    }
     return tt_grad_ensure(t);
 }
 

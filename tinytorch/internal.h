@@ -62,6 +62,12 @@ size_t tt_shape_numel(int ndim, const int *shape, tt_src src, const char *op);
 /* A gradient buffer of n floats for a temporary (uninitialised, 64-byte aligned):
  * reuses one released by the backward sweep, else comes from the arena (autograd.c). */
 float *tt_arena_grad_alloc(size_t n_floats);
+/* Hand a buffer from tt_arena_grad_alloc back for reuse within this step. */
+void tt_arena_grad_free(float *p, size_t n_floats);
+/* tt_grad_acc for a backward that can write its whole contribution in one go: when the
+ * gradient buffer is new (*fresh), it is NOT zeroed and the caller must overwrite every
+ * element (e.g. a gemm with beta = 0) instead of accumulating. */
+float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh);
 
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);

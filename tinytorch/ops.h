@@ -64,6 +64,15 @@ tt_tensor *tt_matmul_(tt_tensor *a, tt_tensor *b, tt_src src);
 tt_tensor *tt_matmul_nt_(tt_tensor *a, tt_tensor *b, tt_src src);
 tt_tensor *tt_matmul_tn_(tt_tensor *a, tt_tensor *b, tt_src src);
 
+/* tt_affine:      x [..., in] @ w [out, in]^T + b [out]  -> [..., out]   (b may be NULL)
+ * tt_affine_relu: max(tt_affine(x, w, b), 0)
+ * One op each (torch.nn.functional.linear, and with the ReLU fused): the same numbers as
+ * matmul_nt, add and relu in a row, one output kept for the backward instead of three. */
+#define tt_affine(x, w, b) tt_affine_(x, w, b, TT_SRC)
+#define tt_affine_relu(x, w, b) tt_affine_relu_(x, w, b, TT_SRC)
+tt_tensor *tt_affine_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src);
+tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src);
+
 /* ---- shape ------------------------------------------------------------------------- */
 /* reshape: same elements, new shape (one entry may be -1); a view that shares data.  */
 #define tt_reshape(a, ...) tt_reshape_(a, __VA_ARGS__, TT_SRC) /* (a, ndim, shape) or (a, TT_SHAPE(...)) */

@@ -80,7 +80,7 @@ static void show_dispatch(tt_moe *m, tt_params *p, tt_tensor *x) {
     int rows = 0;
     for (int i = 0; i < tt_tape_len(); i++) {
         const tt_node *n = tt_tape_node(i);
-        if (strcmp(n->op, "matmul_nt") != 0 || !strstr(n->in[1]->name, "fc1")) continue;
+        if (strcmp(n->op, "affine_relu") != 0 || !strstr(n->in[1]->name, "fc1")) continue;
         char sa[TT_SHAPE_STR_LEN], so[TT_SHAPE_STR_LEN];
         printf("  %s  rows %-8s x %s^T -> %s\n", n->op, tt_shape_str(n->in[0], sa),
                n->in[1]->name, tt_shape_str(n->out, so));

@@ -33,8 +33,7 @@ void tt_linear_init(tt_linear *m, tt_params *p, const char *name, int in, int ou
 }
 
 tt_tensor *tt_linear_forward(const tt_linear *m, tt_tensor *x) {
-    tt_tensor *y = tt_matmul_nt(x, m->weight); /* [..., in] @ [out, in]^T */
-    return m->bias ? tt_add(y, m->bias) : y;
+    return tt_affine(x, m->weight, m->bias); /* [..., in] @ [out, in]^T + [out] */
 }
 
 void tt_embed_init(tt_embed *m, tt_params *p, const char *name, int num, int dim) {
@@ -101,7 +100,8 @@ void tt_expert_init(tt_expert *m, tt_params *p, const char *name, int dim, int h
 }
 
 tt_tensor *tt_expert_forward(const tt_expert *m, tt_tensor *x) {
-    if (m->kind == TT_FFN_RELU) return tt_linear_forward(&m->down, tt_relu(tt_linear_forward(&m->up, x)));
+    if (m->kind == TT_FFN_RELU) /* relu(fc1 x) as one op: its output is all it keeps */
+        return tt_linear_forward(&m->down, tt_affine_relu(x, m->up.weight, m->up.bias));
     tt_tensor *h = tt_mul(tt_silu(tt_linear_forward(&m->up, x)), tt_linear_forward(&m->gate, x));
     return tt_linear_forward(&m->down, h);
 }

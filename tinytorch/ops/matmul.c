@@ -17,7 +17,8 @@
  *   matmul_tn:  C = A^T B  ->  d(A^T) = G B^T, so dA [K,M] += (G B^T)^T = B @ G^T
  *                              dB [K,N] += (A^T)^T G = A @ G
  * Each is one tt_gemm call with beta = 1, so the products accumulate straight into the
- * gradient buffers (+=), and an input that does not require grad costs nothing.
+ * gradient buffers (+=), or with beta = 0 when the buffer is new (nothing to zero first),
+ * and an input that does not require grad costs nothing.
  *
  * Batches: a [..., M, K] with b 2-D flattens the leading axes of a into M (one gemm; the
  * weight is shared). With 3-D a and b of the same leading size B, batch p multiplies
@@ -106,10 +107,12 @@ static void matmul_backward(tt_node *n) {
     size_t lda = kind == MM_TN ? (size_t)M : (size_t)K; /* row strides as stored       */
     size_t ldb = kind == MM_NT ? (size_t)K : (size_t)N;
     size_t sa = (size_t)M * K, sb = (size_t)K * N, sg = (size_t)M * N;
-    float *ga = tt_grad_acc(a), *gb = tt_grad_acc(b);
+    /* a new gradient buffer is written (beta = 0) instead of zeroed and accumulated */
+    bool fresh_a, fresh_b;
+    float *ga = tt_grad_acc_fresh(a, &fresh_a);
 
     if (ga) {
-        mm_call c = {.beta = 1.0f, .z = ga, .sz = sa};
+        mm_call c = {.beta = fresh_a ? 0.0f : 1.0f, .z = ga, .sz = sa};
         if (kind != MM_TN) {
             /* matmul:    dA [M,K] += G [M,N] @ B^T   (B stored [K,N])
              * matmul_nt: dA [M,K] += G [M,N] @ B     (B stored [N,K]) */
@@ -126,8 +129,10 @@ static void matmul_backward(tt_node *n) {
         }
         run_batched(nb, &c);
     }
+    /* (after dA is complete: when a and b are one tensor, its buffer is no longer new) */
+    float *gb = tt_grad_acc_fresh(b, &fresh_b);
     if (gb) {
-        mm_call c = {.beta = 1.0f, .z = gb, .sz = sb};
+        mm_call c = {.beta = fresh_b ? 0.0f : 1.0f, .z = gb, .sz = sb};
         if (kind != MM_NT) {
             /* matmul:    dB [K,N] += A^T @ G   (A stored [M,K])
              * matmul_tn: dB [K,N] += A @ G     (A stored [K,M]) */

@@ -1,0 +1,188 @@
+/* test_affine.c - affine (x w^T + b) and affine_relu: the same numbers as matmul_nt, add
+ * and relu in a row (values and gradients, bit for bit), gradient checks with the 1.01
+ * mutation test, shapes, no-grad, errors. */
+#include "tt_test.h"
+
+#include <math.h>
+
+/* in = {x, w, b}; user = "relu" or NULL; n_in 2 = no bias */
+typedef struct aff_case {
+    bool relu, bias;
+} aff_case;
+
+static tt_tensor *f_affine(tt_tensor *const *in, void *user) {
+    const aff_case *c = user;
+    tt_tensor *b = c->bias ? in[2] : NULL;
+    return c->relu ? tt_affine_relu(in[0], in[1], b) : tt_affine(in[0], in[1], b);
+}
+
+/* the same function from three separate ops */
+static tt_tensor *f_composed(tt_tensor *const *in, void *user) {
+    const aff_case *c = user;
+    tt_tensor *y = tt_matmul_nt(in[0], in[1]);
+    if (c->bias) y = tt_add(y, in[2]);
+    return c->relu ? tt_relu(y) : y;
+}
+
+/* forward and all three gradients of f_affine equal f_composed's exactly, under a seed
+ * gradient that is not all ones */
+static void check_same_as_composed(aff_case c, int ndx, const int *sx, int out) {
+    int in_f = sx[ndx - 1];
+    tt_tensor *x = tt_test_param(ndx, sx, -1, 1);
+    tt_tensor *w = tt_test_param(TT_SHAPE(out, in_f), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(out), -1, 1);
+    tt_tensor *in[3] = {x, w, b};
+    float *got[4], *want[4];
+    tt_gradcheck_fn fns[2] = {f_affine, f_composed};
+    for (int v = 0; v < 2; v++) {
+        float **dst = v ? want : got;
+        tt_zero_grad(x), tt_zero_grad(w), tt_zero_grad(b);
+        tt_tensor *y = fns[v](in, &c);
+        float *seed = malloc(y->size * sizeof(float));
+        for (size_t i = 0; i < y->size; i++) seed[i] = (float)((int)(i % 7) - 3) * 0.25f;
+        tt_backward_seed(y, seed);
+        free(seed);
+        dst[0] = malloc(y->size * sizeof(float));
+        memcpy(dst[0], y->data, y->size * sizeof(float));
+        size_t ny = y->size;
+        for (int i = 0; i < 3; i++) { /* b gets no gradient when it is not used */
+            dst[i + 1] = calloc(in[i]->size, sizeof(float));
+            if (in[i]->grad) memcpy(dst[i + 1], in[i]->grad, in[i]->size * sizeof(float));
+        }
+        tt_tape_reset();
+        if (v) {
+            ck_assert_float_eq(tt_test_maxdiff(got[0], want[0], ny), 0.0f);
+            for (int i = 0; i < 3; i++)
+                ck_assert_msg(tt_test_maxdiff(got[i + 1], want[i + 1], in[i]->size) == 0.0f,
+                              "gradient %d differs from the composed ops'", i);
+        }
+    }
+    for (int i = 0; i < 4; i++) free(got[i]), free(want[i]);
+    tt_free(x), tt_free(w), tt_free(b);
+}
+
+START_TEST(test_affine_matches_composed) {
+    tt_manual_seed(7);
+    /* small (plain loops in tt_gemm) and large enough for the packed kernels, 2-D and 3-D */
+    check_same_as_composed((aff_case){false, true}, TT_SHAPE(3, 5), 4);
+    check_same_as_composed((aff_case){false, false}, TT_SHAPE(2, 3, 5), 4);
+    check_same_as_composed((aff_case){true, true}, TT_SHAPE(3, 37, 40), 50);
+    check_same_as_composed((aff_case){false, true}, TT_SHAPE(70, 64), 300);
+    check_same_as_composed((aff_case){true, false}, TT_SHAPE(70, 64), 300);
+}
+END_TEST
+
+START_TEST(test_affine_values) {
+    /* x [2, 3] = [[1, 2, 3], [4, 5, 6]], w [2, 3] = [[1, 0, -1], [0, 1, 1]], b = [-5, 1]:
+     * x w^T = [[-2, 5], [-2, 11]], + b = [[-7, 6], [-7, 12]] */
+    tt_tensor *x = tt_from_data(TT_SHAPE(2, 3), (float[]){1, 2, 3, 4, 5, 6});
+    tt_tensor *w = tt_from_data(TT_SHAPE(2, 3), (float[]){1, 0, -1, 0, 1, 1});
+    tt_tensor *b = tt_from_data(TT_SHAPE(2), (float[]){-5, 1});
+    tt_tensor *y = tt_affine(x, w, b);
+    ck_assert_float_eq(tt_test_maxdiff(y->data, (float[]){-7, 6, -7, 12}, 4), 0.0f);
+    tt_tensor *r = tt_affine_relu(x, w, b);
+    ck_assert_float_eq(tt_test_maxdiff(r->data, (float[]){0, 6, 0, 12}, 4), 0.0f);
+    tt_tensor *n = tt_affine(x, w, NULL);
+    ck_assert_float_eq(tt_test_maxdiff(n->data, (float[]){-2, 5, -2, 11}, 4), 0.0f);
+    ck_assert_ptr_null(y->node); /* nothing requires grad: nothing recorded */
+    ck_assert_int_eq(tt_tape_len(), 0);
+    tt_tape_reset();
+    tt_free(x), tt_free(w), tt_free(b);
+}
+END_TEST
+
+/* gradcheck + mutation; for the relu, inputs whose pre-activations stay >= 0.05 from the
+ * kink (a step h = 1e-2 moves one by at most ~0.04 with in = 4 and |x|, |w| <= 1) */
+static void gradcheck_case(aff_case c, int ndx, const int *sx, int out) {
+    int in_f = sx[ndx - 1];
+    for (uint64_t seed = 1;; seed++) {
+        ck_assert_uint_lt(seed, 200);
+        tt_manual_seed(seed);
+        tt_tensor *x = tt_test_param(ndx, sx, -1, 1);
+        tt_tensor *w = tt_test_param(TT_SHAPE(out, in_f), -1, 1);
+        tt_tensor *b = tt_test_param(TT_SHAPE(out), -1, 1);
+        tt_tensor *in[3] = {x, w, b};
+        bool ok = true;
+        if (c.relu) {
+            tt_tensor *pre = tt_affine(x, w, c.bias ? b : NULL);
+            for (size_t i = 0; i < pre->size; i++) ok = ok && fabsf(pre->data[i]) >= 0.05f;
+            tt_tape_reset();
+        }
+        if (ok) tt_test_gradcheck(c.relu ? "affine_relu" : "affine", f_affine, &c, c.bias ? 3 : 2, in, NULL);
+        tt_free(x), tt_free(w), tt_free(b);
+        if (ok) return;
+    }
+}
+
+START_TEST(test_affine_grad) {
+    gradcheck_case((aff_case){false, true}, TT_SHAPE(3, 4), 5);
+    gradcheck_case((aff_case){false, false}, TT_SHAPE(2, 3, 4), 5);
+    gradcheck_case((aff_case){true, true}, TT_SHAPE(2, 3, 4), 5);
+    gradcheck_case((aff_case){true, false}, TT_SHAPE(3, 4), 2);
+}
+END_TEST
+
+/* x used as both input and weight: x x^T, the first gradient contribution is written and
+ * the second added to it */
+static tt_tensor *f_self(tt_tensor *const *in, void *user) {
+    (void)user;
+    return tt_affine(in[0], in[0], NULL);
+}
+
+START_TEST(test_affine_same_tensor) {
+    tt_tensor *x = tt_test_param(TT_SHAPE(4, 3), -1, 1);
+    tt_test_gradcheck("affine", f_self, NULL, 1, &x, NULL);
+    tt_free(x);
+}
+END_TEST
+
+START_TEST(test_affine_data_input) {
+    /* x is data (no grad): only w and b get gradients; dL/db = column sums of G = 2 rows */
+    tt_tensor *x = tt_from_data(TT_SHAPE(2, 2), (float[]){1, 2, 3, 4});
+    tt_tensor *w = tt_test_param(TT_SHAPE(3, 2), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(3), -1, 1);
+    tt_backward(tt_sum_all(tt_affine(x, w, b)));
+    ck_assert_ptr_null(x->grad);
+    for (int j = 0; j < 3; j++) {
+        ck_assert_float_eq(b->grad[j], 2.0f);
+        ck_assert_float_eq(w->grad[j * 2 + 0], 4.0f); /* sum over rows of x[:, 0] */
+        ck_assert_float_eq(w->grad[j * 2 + 1], 6.0f);
+    }
+    tt_tape_reset();
+    tt_free(x), tt_free(w), tt_free(b);
+}
+END_TEST
+
+START_TEST(test_affine_errors) {
+    tt_tensor *x = tt_set_name(tt_zeros(TT_SHAPE(4, 3)), "x");
+    tt_tensor *w = tt_set_name(tt_zeros(TT_SHAPE(5, 2)), "w");
+    tt_tensor *w3 = tt_set_name(tt_zeros(TT_SHAPE(5, 3)), "w3");
+    tt_tensor *b = tt_set_name(tt_zeros(TT_SHAPE(4)), "b");
+    tt_tensor *v = tt_set_name(tt_zeros(TT_SHAPE(3)), "v");
+    TT_EXPECT_ERROR(tt_affine(x, w, NULL),
+                    "affine: x 'x' [4, 3] has 3 features but w 'w' [5, 2] expects 2");
+    TT_EXPECT_ERROR(tt_affine(x, w, NULL), "test_affine.c:");
+    TT_EXPECT_ERROR(tt_affine_relu(x, w3, b), "affine_relu: bias 'b' [4] must be [5] for w 'w3' [5, 3]");
+    TT_EXPECT_ERROR(tt_affine(x, v, NULL), "affine: expects x [..., in] and w [out, in]; got 'x' [4, 3] and 'v' [3]");
+    tt_tensor *ids = tt_from_ids(TT_SHAPE(4, 3), (int32_t[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+    TT_EXPECT_ERROR(tt_affine(ids, w3, NULL), "must be float32");
+    tt_tape_reset();
+    tt_free(x), tt_free(w), tt_free(w3), tt_free(b), tt_free(v), tt_free(ids);
+}
+END_TEST
+
+static Suite *affine_suite(void) {
+    Suite *s = suite_create("affine");
+    TCase *tc = tcase_create("affine");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_affine_values);
+    tcase_add_test(tc, test_affine_matches_composed);
+    tcase_add_test(tc, test_affine_grad);
+    tcase_add_test(tc, test_affine_same_tensor);
+    tcase_add_test(tc, test_affine_data_input);
+    tcase_add_test(tc, test_affine_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TT_TEST_MAIN(affine_suite)

@@ -1,0 +1,133 @@
+/* affine.c - the fully connected layer as one op: y = x W^T + b, optionally relu(y).
+ *
+ *   affine:       y = x W^T + b              (torch.nn.functional.linear)
+ *   affine_relu:  y = max(x W^T + b, 0)      (a ReLU expert's first layer)
+ *
+ * with x [..., in] (leading axes flattened into M rows), W [out, in], b [out] or NULL.
+ * The same numbers as tt_matmul_nt, tt_add and tt_relu in a row, bit for bit, but one
+ * tape node and one output tensor instead of three: the product is written by tt_gemm
+ * and the bias (and the ReLU) are applied in one pass over it while it is still fresh
+ * in cache, and the backward needs only the output. For the MoE experts of the benchmark
+ * models that is two [rows, 4 x dim] activations per expert fewer kept for the backward.
+ *
+ * Backward, with G = dL/dy [M, out]:
+ *   Gp = G * [y > 0]          (relu only; y > 0 exactly where x W^T + b > 0)
+ *   dx += Gp W                [M, out] @ [out, in]
+ *   dW += Gp^T x              [out, M] @ [M, in]
+ *   db[j] += sum_r Gp[r][j]   rows in ascending order, as tt_add's broadcast backward
+ */
+#include "../internal.h"
+#include "../kernels/gemm.h"
+
+#include <limits.h>
+
+/* Elements below which a loop stays on one thread (a parallel region costs ~5 us). */
+#define PAR_MIN ((size_t)1 << 16)
+/* Columns of db summed by one task: each column is summed by one thread, rows in order. */
+#define COL_BLOCK 256
+
+/* y[r][:] = act(y[r][:] + b), row by row. */
+static void epilogue(float *y, const float *b, bool relu, int M, int N) {
+    size_t n = (size_t)M * N;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN && M > 1)
+#endif
+    for (int r = 0; r < M; r++) {
+        float *yr = y + (size_t)r * N;
+        if (b)
+            for (int j = 0; j < N; j++) yr[j] += b[j];
+        if (relu)
+            for (int j = 0; j < N; j++) yr[j] = yr[j] > 0.0f ? yr[j] : 0.0f;
+    }
+}
+
+/* Gp = G * [y > 0] into gp (the ReLU's backward). */
+static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#endif
+    for (size_t i = 0; i < n; i++) gp[i] = y[i] > 0.0f ? g[i] : 0.0f;
+}
+
+/* db[j] += sum over rows r = 0..M-1 of gp[r][j]. */
+static void bias_grad(const float *gp, float *db, int M, int N) {
+    int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN && nblk > 1)
+#endif
+    for (int blk = 0; blk < nblk; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < N ? j0 + COL_BLOCK : N;
+        for (int r = 0; r < M; r++) {
+            const float *gr = gp + (size_t)r * N;
+            for (int j = j0; j < j1; j++) db[j] += gr[j];
+        }
+    }
+}
+
+/* Saved in node->i. */
+enum { I_M, I_IN, I_OUT, I_RELU };
+
+static void affine_backward(tt_node *n) {
+    tt_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    int M = n->i[I_M], K = n->i[I_IN], N = n->i[I_OUT];
+    bool relu = n->i[I_RELU];
+    const float *g = n->out->grad;
+    float *gp = NULL;
+    if (relu) {
+        gp = tt_arena_grad_alloc((size_t)M * N);
+        relu_mask(g, n->out->data, gp, (size_t)M * N);
+        g = gp;
+    }
+    bool fresh;
+    float *gx = tt_grad_acc_fresh(x, &fresh);
+    if (gx) tt_gemm(false, false, M, K, N, 1.0f, g, N, w->data, K, fresh ? 0.0f : 1.0f, gx, K);
+    float *gw = tt_grad_acc_fresh(w, &fresh);
+    if (gw) tt_gemm(true, false, N, K, M, 1.0f, g, N, x->data, K, fresh ? 0.0f : 1.0f, gw, K);
+    float *gb = b ? tt_grad_acc(b) : NULL;
+    if (gb) bias_grad(g, gb, M, N);
+    if (gp) tt_arena_grad_free(gp, (size_t)M * N);
+}
+
+static tt_tensor *affine(bool relu, tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src) {
+    const char *op = relu ? "affine_relu" : "affine";
+    tt_check_f32(x, src, op, "x");
+    tt_check_f32(w, src, op, "w");
+    if (b) tt_check_f32(b, src, op, "b");
+    TT_CHECK(x->ndim >= 1 && w->ndim == 2, src, op,
+             "expects x [..., in] and w [out, in]; got %s and %s", tt_d(x), tt_d(w));
+    int K = tt_last_dim(x), N = w->shape[0];
+    TT_CHECK(w->shape[1] == K, src, op, "x %s has %d features but w %s expects %d", tt_d(x), K,
+             tt_d(w), w->shape[1]);
+    TT_CHECK(!b || (b->ndim == 1 && b->shape[0] == N), src, op,
+             "bias %s must be [%d] for w %s", b ? tt_d(b) : "", N, tt_d(w));
+    size_t rows = 1; /* the leading axes of x, flattened */
+    for (int i = 0; i < x->ndim - 1; i++) rows *= (size_t)x->shape[i];
+    TT_CHECK(rows <= INT_MAX, src, op, "%s has too many rows (%zu)", tt_d(x), rows);
+    int M = (int)rows;
+
+    int shape[TT_MAX_DIMS];
+    for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = N;
+    tt_tensor *y = tt_tmp(TT_F32, x->ndim, shape);
+    tt_gemm(false, true, M, N, K, 1.0f, x->data, K ? K : 1, w->data, K ? K : 1, 0.0f, y->data,
+            N ? N : 1);
+    if (b || relu) epilogue(y->data, b ? b->data : NULL, relu, M, N);
+
+    tt_tensor *in[3] = {x, w, b};
+    tt_node *node = tt_record(op, affine_backward, y, b ? 3 : 2, in, src);
+    if (node) {
+        node->i[I_M] = M;
+        node->i[I_IN] = K;
+        node->i[I_OUT] = N;
+        node->i[I_RELU] = relu;
+    }
+    return y;
+}
+
+tt_tensor *tt_affine_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src) {
+    return affine(false, x, w, b, src);
+}
+
+tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src) {
+    return affine(true, x, w, b, src);
+}
