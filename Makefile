@@ -47,6 +47,9 @@ EXAMPLE_BIN   := $(foreach f,$(EXAMPLE_MAINS),$(BUILD)/$(basename $(f)))
 .SECONDARY:
 .PHONY: all lib examples check debug sanitize valgrind bench install clean tests deps
 
+# `make` alone builds the library and the examples (README's first command).
+.DEFAULT_GOAL := all
+
 # Install what the tests need (Check and pkg-config) on Debian/Ubuntu.
 deps:
 	@if pkg-config --exists check 2>/dev/null; then echo "deps: Check is installed"; \

@@ -26,41 +26,55 @@
 /* Columns of db summed by one task: each column is summed by one thread, rows in order. */
 #define COL_BLOCK 256
 
+/* The elementwise kernels: vectorised (VEC, TT_CLONES; a scalar select compiles to a
+ * branch that mispredicts on every other element of random-signed data). */
+TT_CLONES static void bias_relu_row(float *restrict y, const float *restrict b, bool relu,
+                                    int n) {
+    if (b) VEC for (int j = 0; j < n; j++) y[j] += b[j];
+    if (relu) VEC for (int j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
+}
+
+TT_CLONES static void relu_mask_run(const float *restrict g, const float *restrict y,
+                                    float *restrict gp, size_t n) {
+    VEC for (size_t i = 0; i < n; i++) gp[i] = y[i] > 0.0f ? g[i] : 0.0f;
+}
+
+/* db[j] += g[j] for one row: per column, one more term of its sum over rows in order */
+TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n) {
+    VEC for (int j = 0; j < n; j++) db[j] += g[j];
+}
+
 /* y[r][:] = act(y[r][:] + b), row by row. */
 static void epilogue(float *y, const float *b, bool relu, int M, int N) {
     size_t n = (size_t)M * N;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN && M > 1)
 #endif
-    for (int r = 0; r < M; r++) {
-        float *yr = y + (size_t)r * N;
-        if (b)
-            for (int j = 0; j < N; j++) yr[j] += b[j];
-        if (relu)
-            for (int j = 0; j < N; j++) yr[j] = yr[j] > 0.0f ? yr[j] : 0.0f;
+    for (int r = 0; r < M; r++) bias_relu_row(y + (size_t)r * N, b, relu, N);
+}
+
+/* Gp = G * [y > 0] into gp (the ReLU's backward), in chunks. */
+#define CHUNK 16384
+static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
+    long nch = (long)((n + CHUNK - 1) / CHUNK);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN && nch > 1)
+#endif
+    for (long c = 0; c < nch; c++) {
+        size_t o = (size_t)c * CHUNK, len = n - o < CHUNK ? n - o : CHUNK;
+        relu_mask_run(g + o, y + o, gp + o, len);
     }
 }
 
-/* Gp = G * [y > 0] into gp (the ReLU's backward). */
-static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-#endif
-    for (size_t i = 0; i < n; i++) gp[i] = y[i] > 0.0f ? g[i] : 0.0f;
-}
-
-/* db[j] += sum over rows r = 0..M-1 of gp[r][j]. */
+/* db[j] += sum over rows r = 0..M-1 of gp[r][j]; column blocks split between threads. */
 static void bias_grad(const float *gp, float *db, int M, int N) {
     int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN && nblk > 1)
 #endif
     for (int blk = 0; blk < nblk; blk++) {
-        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < N ? j0 + COL_BLOCK : N;
-        for (int r = 0; r < M; r++) {
-            const float *gr = gp + (size_t)r * N;
-            for (int j = j0; j < j1; j++) db[j] += gr[j];
-        }
+        int j0 = blk * COL_BLOCK, len = j0 + COL_BLOCK < N ? COL_BLOCK : N - j0;
+        for (int r = 0; r < M; r++) add_row(db + j0, gp + (size_t)r * N + j0, len);
     }
 }
 
