@@ -62,14 +62,23 @@ static size_t row_elems(const tt_tensor *t) {
     return r;
 }
 
-/* dst[idx[m], :] += rows[m, :] for m in order (serial: repeated indices accumulate in a
- * fixed order). */
+/* dst[idx[m], :] += rows[m, :] for m in order: repeated indices accumulate in a fixed
+ * order. Threads split the columns, never the rows, so every element still receives its
+ * terms in the order of m whatever the thread count. */
+#define SCATTER_COLS 64 /* columns per task: a 256-byte strip of each row */
 static void scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
                              size_t row) {
-    for (size_t m = 0; m < m_rows; m++) {
-        float *restrict d = dst + (size_t)idx[m] * row;
-        const float *restrict s = rows + m * row;
-        VEC for (size_t c = 0; c < row; c++) d[c] += s[c];
+    long nblk = (long)((row + SCATTER_COLS - 1) / SCATTER_COLS);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (m_rows * row >= PAR_MIN_ELEMS && nblk > 1)
+#endif
+    for (long blk = 0; blk < nblk; blk++) {
+        size_t c0 = (size_t)blk * SCATTER_COLS, c1 = c0 + SCATTER_COLS < row ? c0 + SCATTER_COLS : row;
+        for (size_t m = 0; m < m_rows; m++) {
+            float *restrict d = dst + (size_t)idx[m] * row;
+            const float *restrict s = rows + m * row;
+            VEC for (size_t c = c0; c < c1; c++) d[c] += s[c];
+        }
     }
 }
 
