@@ -8,7 +8,8 @@
  * Rows are processed in blocks of RB queries. With the causal mask, block [i0, i1) sees
  * keys [0, n) with n = visible(i1 - 1), so the products cover the lower triangle plus
  * the diagonal blocks (about 56-62 % of the square at T = 128..256) and the saved
- * probabilities of the block are stored compactly as [i1 - i0, n] (row stride n).
+ * probabilities of the block are stored compactly as [i1 - i0, n] (row stride n; the
+ * vector path below keeps them transposed, [n, RB], and skips more of the triangle).
  *
  * Forward, one block (G = dL/dO in the backward):
  *   A = scale * Q_blk K[0:n]^T            tt_gemm, into the block's slot of P
@@ -125,126 +126,217 @@ static void forward_bh(const att_geom *g, const float *q, const float *k, const 
 }
 
 /* ---- the vector path (heads of 16k features) -------------------------------------------
- * tt_gemm is at its best on large products; a head of T = S = 32, D = 16 is 16 K
+ * tt_gemm is at its best on large products; a head of T = 32, D = 16 is 16 K
  * multiply-adds per product, where it falls back to scalar loops. When D and Dv are
- * multiples of 16 the products are done here instead, all in one form,
- *   C[r, 0:16v] (+)= sum_k a(r, k) * B[k, 0:16v]          (a strided: a(r, k) = A[r ar + k ak])
- * on 16-float vectors (GCC vector extensions; the function is compiled for AVX-512, AVX2
- * and baseline x86-64 and the best is picked at load time). Every lane is an independent
- * output element summed over k in order, with separate multiplies and adds (no FMA), so
- * the result is the same on every CPU and for every thread count. The Q K^T and G V^T
- * products use K^T and V^T, packed per (b, h) into [D, Sp] with Sp = S rounded up to 16
- * (zero padded); the blocks of P and of the scratch W have rows of np = n rounded up to
- * 16, the padding held at 0. */
+ * multiples of 16 the products are done here instead, on 16-float vectors (GCC vector
+ * extensions; the callers are compiled for AVX-512, AVX2 and baseline x86-64 and the
+ * best is picked at load time, so every helper below is always_inline). Every output
+ * element is summed over its k in order, with separate multiplies and adds (no FMA), so
+ * the result is the same on every CPU and for every thread count.
+ *
+ * Layout: a block's probabilities are kept transposed, P^T [n, RB] (key j, query i0 + i
+ * at P^T[j RB + i]), so the RB = 32 queries of a block are two vectors. Then
+ *   - the softmax of query i runs down lane i: its max and its sum are lane-wise max
+ *     and adds over the rows j, with no horizontal reductions; the causal mask of key
+ *     row j is "lanes i < j - (S - T) - i0 are masked";
+ *   - S^T = K[0:n] Q_blk^T broadcasts K's elements and needs only Q_blk^T [D, RB] (16x16
+ *     register transposes), not a transposed copy of K; the backward's dP^T =
+ *     V[0:n] G_blk^T likewise needs G_blk^T;
+ *   - the other four products read P^T or dA^T as their broadcast operand:
+ *       O_blk   = P V          O[i, :]  = sum_j P^T[j, i] V[j, :]
+ *       dQ_blk += dA K         dQ[i, :] += sum_j dA^T[j, i] K[j, :]
+ *       dK     += dA^T Q_blk   dK[j, :] += sum_i dA^T[j, i] Q[i0 + i, :]
+ *       dV     += P^T G_blk    dV[j, :] += sum_i P^T[j, i] G[i0 + i, :]
+ * With the causal mask the zero parts of the triangle are skipped: a tile of query rows
+ * stops at the keys its last row sees, a tile of key rows starts at the first query its
+ * first row is seen by, and in S^T / dP^T the first vector (queries i0 .. i0+15) of key
+ * rows that none of those queries sees is set to 0 instead of computed. The skipped
+ * terms are exact zeros of P and dA. */
 #define VL 16
 typedef float v16 __attribute__((vector_size(VL * sizeof(float))));
 typedef float v16u __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));
+typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
+typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
 
-static inline size_t pad16(size_t n) { return (n + VL - 1) / VL * VL; }
+_Static_assert(RB == 2 * VL, "a block of queries is two vectors of P^T");
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
-
-/* R x 16*NV tile of C, summed over k = 0..K-1. */
-static ALWAYS_INLINE void vtile(const int R, const int NV, int K, const float *A, size_t ar,
-                                size_t ak, const float *B, size_t ldb, float *C, size_t ldc,
-                                bool acc) {
-    v16 c[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++)
-            c[r][v] = acc ? (v16)(*(const v16u *)(C + r * ldc + v * VL)) : (v16){0};
-    for (int k = 0; k < K; k++) {
-        const float *b = B + (size_t)k * ldb;
-        v16 bv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) bv[v] = *(const v16u *)(b + v * VL);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            v16 a = (v16){0} + A[r * ar + (size_t)k * ak];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) c[r][v] += a * bv[v];
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) *(v16u *)(C + r * ldc + v * VL) = c[r][v];
-}
-
-/* C [M, 16 nv] (+)= op(A) [M, K] B [K, 16 nv], op(A)[r, k] = A[r ar + k ak]. */
-static ALWAYS_INLINE void vgemm(int M, int nv, int K, const float *A, size_t ar, size_t ak,
-                                const float *B, size_t ldb, float *C, size_t ldc, bool acc) {
-    for (int v0 = 0; v0 < nv; v0 += 4) {
-        const int NV = nv - v0 < 4 ? nv - v0 : 4;
-        const float *Bv = B + (size_t)v0 * VL;
-        float *Cv = C + (size_t)v0 * VL;
-        int r = 0;
-        for (; r + 4 <= M; r += 4) {
-            const float *Ar = A + (size_t)r * ar;
-            float *Cr = Cv + (size_t)r * ldc;
-            switch (NV) {
-            case 1: vtile(4, 1, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            case 2: vtile(4, 2, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            case 3: vtile(4, 3, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            default: vtile(4, 4, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            }
-        }
-        for (; r < M; r++) {
-            const float *Ar = A + (size_t)r * ar;
-            float *Cr = Cv + (size_t)r * ldc;
-            switch (NV) {
-            case 1: vtile(1, 1, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            case 2: vtile(1, 2, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            case 3: vtile(1, 3, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            default: vtile(1, 4, K, Ar, ar, ak, Bv, ldb, Cr, ldc, acc); break;
-            }
-        }
-    }
-}
-
-/* Xt [C, Sp] = X[0:S, 0:C]^T (row stride ld), columns S..Sp-1 zero. */
-static void pack_t(const float *X, size_t ld, int S, int C, float *Xt, size_t Sp) {
-    for (int c = 0; c < C; c++) {
-        float *row = Xt + (size_t)c * Sp;
-        for (int j = 0; j < S; j++) row[j] = X[(size_t)j * ld + c];
-        for (size_t j = (size_t)S; j < Sp; j++) row[j] = 0.0f;
-    }
-}
-
-/* Floats of P for one (b, h) on the vector path (rows of np floats). */
-static size_t p_size_v(const att_geom *g) {
-    size_t n = 0;
-    for (int i0 = 0; i0 < g->T; i0 += RB) {
-        int i1 = i0 + RB < g->T ? i0 + RB : g->T;
-        n += (size_t)(i1 - i0) * pad16((size_t)visible(g, i1 - 1));
-    }
-    return n;
-}
-
-/* Scratch floats a thread needs on the vector path: the packed K^T or V^T and W. */
-static size_t scratch_v(const att_geom *g) {
-    int C = g->D > g->Dv ? g->D : g->Dv;
-    return ((size_t)C + RB) * pad16((size_t)g->S);
-}
-
-
-typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
 
 /* (Macros, not functions: 64-byte vectors by value would draw GCC's -Wpsabi note.) */
 #define vsel(mask, a, b) ((v16)(((v16i)(a) & (mask)) | ((v16i)(b) & ~(mask)))) /* mask ? a : b */
 #define vsplat(x) ((v16){0} + (float)(x))
+#define VLOAD(p) ((v16)(*(const v16u *)(p)))
+#define VSTORE(p, x) (*(v16u *)(p) = (x))
 
-static ALWAYS_INLINE float vhmax(const v16 *v) {
-    float m = (*v)[0];
-    for (int i = 1; i < VL; i++) m = (*v)[i] > m ? (*v)[i] : m;
-    return m;
+/* The first query lane (0 .. rows-1 of the block starting at query i0) that sees key j. */
+static inline int first_lane(const att_geom *g, int i0, int j) {
+    if (!g->causal) return 0;
+    int l = j - (g->S - g->T) - i0;
+    return l > 0 ? l : 0;
 }
 
-static ALWAYS_INLINE double vhsum(const v16 *v) { /* lanes in order, in double */
-    double s = 0.0;
-    for (int i = 0; i < VL; i++) s += (*v)[i];
-    return s;
+/* R x 16*NV tile of C, summed over k = k0..k1-1:
+ *   C[r, v] (+)= sum_k A[r ar + k ak] * B[k ldb + v]
+ * The scalar operand is broadcast straight from memory (AVX-512: an embedded broadcast
+ * of the multiply's memory operand), so a step of k costs NV loads, R broadcasts and
+ * R*NV multiplies and adds; R = 8, NV = 2 keeps 16 sums in registers, enough to cover
+ * the add latency on two add pipes. */
+static ALWAYS_INLINE void vtile(const int R, const int NV, int k0, int k1, const float *A,
+                                size_t ar, size_t ak, const float *B, size_t ldb, float *C,
+                                size_t ldc, bool acc) {
+    v16 c[8][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) c[r][v] = acc ? VLOAD(C + r * ldc + v * VL) : (v16){0};
+    for (int k = k0; k < k1; k++) {
+        const float *b = B + (size_t)k * ldb, *a = A + (size_t)k * ak;
+        v16 bv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) bv[v] = VLOAD(b + v * VL);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const float s = a[r * ar];
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) c[r][v] += bv[v] * s;
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) VSTORE(C + r * ldc + v * VL, c[r][v]);
+}
+
+/* vtile with NV (1 or 2) known at compile time */
+#define VTILE(R, NV, ...) ((NV) == 2 ? vtile(R, 2, __VA_ARGS__) : vtile(R, 1, __VA_ARGS__))
+
+/* The block's query rows r = 0..rows-1 (query i0 + r):
+ *   C[r, 0:16 nv] (+)= sum_{j < visible(i0 + r)} At[j RB + r] B[j ldb + 0:16 nv]
+ * with At = P^T or dA^T; a tile of rows runs to the keys of its last row (the others'
+ * extra terms are zeros of At). */
+static ALWAYS_INLINE void query_rows_gemm(const att_geom *g, int i0, int rows, const float *At,
+                                          const float *B, size_t ldb, int nv, float *C,
+                                          size_t ldc, bool acc) {
+    for (int v0 = 0; v0 < nv; v0 += 2) {
+        const int NV = nv - v0 >= 2 ? 2 : 1;
+        const float *Bv = B + (size_t)v0 * VL;
+        float *Cv = C + (size_t)v0 * VL;
+        int r = 0;
+        for (; r + 8 <= rows; r += 8)
+            VTILE(8, NV, 0, visible(g, i0 + r + 7), At + r, 1, RB, Bv, ldb, Cv + r * ldc, ldc,
+                  acc);
+        for (; r + 4 <= rows; r += 4)
+            VTILE(4, NV, 0, visible(g, i0 + r + 3), At + r, 1, RB, Bv, ldb, Cv + r * ldc, ldc,
+                  acc);
+        for (; r < rows; r++)
+            VTILE(1, NV, 0, visible(g, i0 + r), At + r, 1, RB, Bv, ldb, Cv + r * ldc, ldc, acc);
+    }
+}
+
+/* Key rows j = 0..n-1:
+ *   C[j, 0:16 nv] (+)= sum_{i = first_lane(j)}^{rows-1} At[j RB + i] B[i ldb + 0:16 nv]
+ * with B the block's rows of Q or G; a tile of keys starts at its first row's first query
+ * (earlier queries do not see any of its keys). */
+static ALWAYS_INLINE void key_rows_gemm(const att_geom *g, int i0, int rows, int n,
+                                        const float *At, const float *B, size_t ldb, int nv,
+                                        float *C, size_t ldc) {
+    for (int v0 = 0; v0 < nv; v0 += 2) {
+        const int NV = nv - v0 >= 2 ? 2 : 1;
+        const float *Bv = B + (size_t)v0 * VL;
+        float *Cv = C + (size_t)v0 * VL;
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+            VTILE(8, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
+                  Cv + j * ldc, ldc, true);
+        for (; j + 4 <= n; j += 4)
+            VTILE(4, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
+                  Cv + j * ldc, ldc, true);
+        for (; j < n; j++)
+            VTILE(1, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
+                  Cv + j * ldc, ldc, true);
+    }
+}
+
+/* Ct [n, RB] = X[0:n] Bt: Ct[j RB + i] = sum_{c < C} X[j ldx + c] Bt[c RB + i], with Bt
+ * = Q_blk^T or G_blk^T. Key rows whose first lane is >= 16 get 0 in lanes 0..15 (the
+ * queries there do not see them) and only lanes 16..31 computed. */
+static ALWAYS_INLINE void scores_t(const att_geom *g, int i0, int n, const float *X, size_t ldx,
+                                   int C, const float *Bt, float *Ct) {
+    int j = 0;
+#define SCORE_TILE(R)                                                                       \
+    do {                                                                                    \
+        float *Cj = Ct + (size_t)j * RB;                                                    \
+        const float *Xj = X + (size_t)j * ldx;                                              \
+        if (first_lane(g, i0, j) >= VL) {                                                   \
+            for (int r = 0; r < (R); r++) VSTORE(Cj + r * RB, (v16){0});                    \
+            vtile(R, 1, 0, C, Xj, ldx, 1, Bt + VL, RB, Cj + VL, RB, false);                 \
+        } else {                                                                            \
+            vtile(R, 2, 0, C, Xj, ldx, 1, Bt, RB, Cj, RB, false);                           \
+        }                                                                                   \
+    } while (0)
+    for (; j + 8 <= n; j += 8) SCORE_TILE(8);
+    for (; j + 4 <= n; j += 4) SCORE_TILE(4);
+    for (; j < n; j++) SCORE_TILE(1);
+#undef SCORE_TILE
+}
+
+/* In-register transpose of a 16 x 16 tile x[row][lane]. Four rounds, s = 8, 4, 2, 1:
+ * viewing the tile as 2s x 2s blocks of four s x s quarters [[A, B], [C, D]], each round
+ * swaps B and C in every block (rows r and r + s, r & s == 0: row r takes row r + s's
+ * lanes c in the place of its lanes c + s, and the other way round). After the round of
+ * size s the s x s quarters are in transposed places; after s = 1 every element is. */
+#define TSWAP(s, ...)                                                                       \
+    for (int r = 0; r < VL; r++)                                                            \
+        if (!(r & (s))) {                                                                   \
+            v16 a = x[r], b = x[r + (s)];                                                   \
+            x[r] = __builtin_shufflevector(a, b, __VA_ARGS__);                              \
+            x[r + (s)] = __builtin_shufflevector(a, b, TSWAP_HI_##s);                       \
+        }
+#define TSWAP_HI_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define TSWAP_HI_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define TSWAP_HI_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define TSWAP_HI_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+static ALWAYS_INLINE void transpose16(v16 *x) {
+#pragma GCC unroll 16
+    TSWAP(8, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+#pragma GCC unroll 16
+    TSWAP(4, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)
+#pragma GCC unroll 16
+    TSWAP(2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)
+#pragma GCC unroll 16
+    TSWAP(1, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)
+}
+
+/* Xt [C, RB] = X[0:rows, 0:C]^T (rows ld floats apart), lanes rows..RB-1 zero. */
+static ALWAYS_INLINE void pack_block_t(const float *X, size_t ld, int rows, int C, float *Xt) {
+    for (int r0 = 0; r0 < RB; r0 += VL)
+        for (int c0 = 0; c0 < C; c0 += VL) {
+            v16 x[VL];
+#pragma GCC unroll 16
+            for (int r = 0; r < VL; r++)
+                x[r] = r0 + r < rows ? VLOAD(X + (size_t)(r0 + r) * ld + c0) : (v16){0};
+            transpose16(x);
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++) VSTORE(Xt + (size_t)(c0 + c) * RB + r0, x[c]);
+        }
+}
+
+/* Floats of P for one (b, h) on the vector path: P^T [n, RB] per block. */
+static size_t p_size_v(const att_geom *g) {
+    size_t n = 0;
+    for (int i0 = 0; i0 < g->T; i0 += RB) {
+        int i1 = i0 + RB < g->T ? i0 + RB : g->T;
+        n += (size_t)RB * (size_t)visible(g, i1 - 1);
+    }
+    return n;
+}
+
+/* Scratch floats a thread needs on the vector path: Q_blk^T (forward) or G_blk^T and
+ * the block's dP^T / dA^T (backward). */
+static size_t scratch_v(const att_geom *g) {
+    int C = g->D > g->Dv ? g->D : g->Dv;
+    return ((size_t)C + (size_t)g->S) * RB;
 }
 
 /* e^x on 16 lanes for x <= 0 (the softmax's x - max). x = n ln2 + f, n = round(x / ln2),
@@ -273,38 +365,78 @@ static ALWAYS_INLINE void vexp(v16 *px) {
     *px = (v16)((v16i)y & ~under);
 }
 
-/* Softmax of a block's rows (row stride np) over the visible keys, after scaling; the
- * rest of each row (to np) becomes 0. The row sum: 16 lane sums in float, added in
- * double. */
-static ALWAYS_INLINE void softmax_block_scaled(const att_geom *g, float *P, int i0, int rows,
-                                               size_t np) {
-    const v16 scale = vsplat(g->scale), ninf = vsplat(-INFINITY);
-    v16i iota;
-    for (int i = 0; i < VL; i++) iota[i] = i;
-    for (int r = 0; r < rows; r++) {
-        float *p = P + (size_t)r * np;
-        const int vis = visible(g, i0 + r);
-        const v16i visv = (v16i){0} + vis;
-        v16 mv = ninf;
-        for (size_t j = 0; j < np; j += VL) {
-            v16i ok = iota + (int)j < visv;
-            v16 x = vsel(ok, *(v16u *)(p + j) * scale, ninf);
-            *(v16u *)(p + j) = x;
-            mv = vsel(x > mv, x, mv);
+/* Softmax down the lanes of P^T [n, RB] (the block's scores, before scaling): lane i
+ * over the keys j with first_lane(j) <= i; masked entries, and lanes rows..RB-1, become
+ * 0. Max-subtracted; each lane's sum is added up in double, as tt_softmax's. A vector
+ * that is masked whole is skipped by the first two passes (the first never writes it,
+ * the second writes its zeros). */
+static ALWAYS_INLINE void softmax_t(const att_geom *g, float *P, int i0, int rows, int n) {
+    /* (the two vectors of a row written out: the running max and sums stay in registers) */
+    const v16 ninf = vsplat(-INFINITY), scale = vsplat(g->scale);
+    v16i iota0, iota1;
+    for (int i = 0; i < VL; i++) iota0[i] = i, iota1[i] = VL + i;
+    v16 m0 = ninf, m1 = ninf;
+    for (int j = 0; j < n; j++) {
+        const int l = first_lane(g, i0, j);
+        float *p = P + (size_t)j * RB;
+        v16 x1 = VLOAD(p + VL) * scale;
+        if (l > VL) x1 = vsel(iota1 >= l, x1, ninf);
+        VSTORE(p + VL, x1);
+        m1 = vsel(x1 > m1, x1, m1);
+        if (l < VL) {
+            v16 x0 = VLOAD(p) * scale;
+            if (l > 0) x0 = vsel(iota0 >= l, x0, ninf);
+            VSTORE(p, x0);
+            m0 = vsel(x0 > m0, x0, m0);
         }
-        const v16 m = vsplat(vhmax(&mv));
-        v16 sv = vsplat(0.0f);
-        for (size_t j = 0; j < np; j += VL) {
-            v16i ok = iota + (int)j < visv;
-            v16 e = *(v16u *)(p + j) - m;
-            vexp(&e);
-            e = vsel(ok, e, vsplat(0.0f));
-            *(v16u *)(p + j) = e;
-            sv += e;
-        }
-        const v16 inv = vsplat((float)(1.0 / vhsum(&sv)));
-        for (size_t j = 0; j < np; j += VL) *(v16u *)(p + j) = *(v16u *)(p + j) * inv;
     }
+    v8d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (int j = 0; j < n; j++) {
+        const int l = first_lane(g, i0, j);
+        float *p = P + (size_t)j * RB;
+        v16 e1 = VLOAD(p + VL) - m1;
+        vexp(&e1);
+        VSTORE(p + VL, e1);
+        s2 += __builtin_convertvector(__builtin_shufflevector(e1, e1, 0, 1, 2, 3, 4, 5, 6, 7),
+                                      v8d);
+        s3 += __builtin_convertvector(
+            __builtin_shufflevector(e1, e1, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+        if (l < VL) {
+            v16 e0 = VLOAD(p) - m0;
+            vexp(&e0);
+            VSTORE(p, e0);
+            s0 += __builtin_convertvector(
+                __builtin_shufflevector(e0, e0, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+            s1 += __builtin_convertvector(
+                __builtin_shufflevector(e0, e0, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+        } else {
+            VSTORE(p, (v16){0});
+        }
+    }
+    const v16i rowsv = (v16i){0} + rows;
+    const v16 w0 = __builtin_shufflevector(__builtin_convertvector(1.0 / s0, v8f),
+                                           __builtin_convertvector(1.0 / s1, v8f), 0, 1, 2, 3,
+                                           4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const v16 w1 = __builtin_shufflevector(__builtin_convertvector(1.0 / s2, v8f),
+                                           __builtin_convertvector(1.0 / s3, v8f), 0, 1, 2, 3,
+                                           4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    /* lanes past the block's rows: 0 */
+    const v16 inv0 = vsel(iota0 < rowsv, w0, (v16){0}), inv1 = vsel(iota1 < rowsv, w1, (v16){0});
+    for (int j = 0; j < n; j++) {
+        float *p = P + (size_t)j * RB;
+        VSTORE(p, VLOAD(p) * inv0);
+        VSTORE(p + VL, VLOAD(p + VL) * inv1);
+    }
+}
+
+/* Sum of the 16 lanes by halving (a fixed order). */
+static ALWAYS_INLINE float vsum(const v16 *px) {
+    v16 x = *px;
+    x += __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    x += __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    x += __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    x += __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return x[0];
 }
 
 TT_CLONES static void forward_bh_v(const att_geom *g, const float *q, const float *k,
@@ -312,22 +444,19 @@ TT_CLONES static void forward_bh_v(const att_geom *g, const float *q, const floa
                                    float *scratch) {
     const float *Q = q + at(&g->q, b, h), *K = k + at(&g->k, b, h), *V = v + at(&g->v, b, h);
     float *O = o + at(&g->o, b, h);
-    const size_t Sp = pad16((size_t)g->S);
-    float *Kt = scratch;
-    pack_t(K, g->k.ld, g->S, g->D, Kt, Sp);
+    float *Qt = scratch;
     size_t poff = 0;
     for (int i0 = 0; i0 < g->T; i0 += RB) {
         int i1 = i0 + RB < g->T ? i0 + RB : g->T, rows = i1 - i0, n = visible(g, i1 - 1);
-        size_t np = pad16((size_t)n);
         float *Pb = P + (keep_p ? poff : 0);
-        /* Pb [rows, np] = Q_blk K^T (scaled in the softmax) */
-        vgemm(rows, (int)(np / VL), g->D, Q + (size_t)i0 * g->q.ld, g->q.ld, 1, Kt, Sp, Pb, np,
-              false);
-        softmax_block_scaled(g, Pb, i0, rows, np);
-        /* O_blk = Pb V[0:n] */
-        vgemm(rows, g->Dv / VL, n, Pb, np, 1, V, g->v.ld, O + (size_t)i0 * g->o.ld, g->o.ld,
-              false);
-        poff += (size_t)rows * np;
+        /* Pb = P^T [n, RB]: the scores K Q_blk^T, then their softmax down the lanes */
+        pack_block_t(Q + (size_t)i0 * g->q.ld, g->q.ld, rows, g->D, Qt);
+        scores_t(g, i0, n, K, g->k.ld, g->D, Qt, Pb);
+        softmax_t(g, Pb, i0, rows, n);
+        /* O_blk = P V[0:n] */
+        query_rows_gemm(g, i0, rows, Pb, V, g->v.ld, g->Dv / VL, O + (size_t)i0 * g->o.ld,
+                        g->o.ld, false);
+        poff += (size_t)n * RB;
     }
 }
 
@@ -339,42 +468,42 @@ TT_CLONES static void backward_bh_v(const att_geom *g, const float *q, const flo
                  oo = at(&g->o, b, h);
     const float *Q = q + qo, *K = k + ko, *V = v + vo, *O = o + oo, *G = go + oo;
     const size_t ldq = g->q.ld, ldk = g->k.ld, ldv = g->v.ld, ldo = g->o.ld;
-    const size_t Sp = pad16((size_t)g->S);
-    float *Vt = scratch, *W = scratch + (size_t)g->Dv * Sp;
+    float *Gt = scratch, *W = scratch + (size_t)(g->D > g->Dv ? g->D : g->Dv) * RB;
     const float *Pb = P + (size_t)(b * g->H + h) * g->psz;
-    if (gq || gk) pack_t(V, ldv, g->S, g->Dv, Vt, Sp);
     for (int i0 = 0; i0 < g->T; i0 += RB) {
         int i1 = i0 + RB < g->T ? i0 + RB : g->T, rows = i1 - i0, n = visible(g, i1 - 1);
-        size_t np = pad16((size_t)n);
         const float *Gb = G + (size_t)i0 * ldo;
         if (gq || gk) {
-            /* W = dP = G_blk V^T, then dA = P * (dP - delta) * scale */
-            vgemm(rows, (int)(np / VL), g->Dv, Gb, ldo, 1, Vt, Sp, W, np, false);
-            /* (P is 0 past each row's visible keys, so is dA) */
-            const v16 scale = vsplat(g->scale);
+            /* W = dP^T = V[0:n] G_blk^T */
+            pack_block_t(Gb, ldo, rows, g->Dv, Gt);
+            scores_t(g, i0, n, V, ldv, g->Dv, Gt, W);
+            /* delta_i = G_i . O_i (= sum_j P_ij dP_ij), lanes past the rows 0 */
+            float delta[RB] = {0};
             for (int r = 0; r < rows; r++) {
                 const float *gr = Gb + (size_t)r * ldo, *orow = O + (size_t)(i0 + r) * ldo;
-                v16 dv = vsplat(0.0f);
-                for (int c = 0; c < g->Dv; c += VL)
-                    dv += *(const v16u *)(gr + c) * *(const v16u *)(orow + c);
-                const v16 delta = vsplat((float)vhsum(&dv));
-                const float *p = Pb + (size_t)r * np;
-                float *w = W + (size_t)r * np;
-                for (size_t j = 0; j < np; j += VL)
-                    *(v16u *)(w + j) =
-                        *(const v16u *)(p + j) * (*(v16u *)(w + j) - delta) * scale;
+                v16 dv = VLOAD(gr) * VLOAD(orow);
+                for (int c = VL; c < g->Dv; c += VL) dv += VLOAD(gr + c) * VLOAD(orow + c);
+                delta[r] = vsum(&dv);
             }
-            /* dQ_blk += W K[0:n];  dK[0:n] += W^T Q_blk */
+            /* W = dA^T = P^T * (dP^T - delta) * scale (0 wherever P is) */
+            const v16 d0 = VLOAD(delta), d1 = VLOAD(delta + VL);
+            for (int j = 0; j < n; j++) {
+                const float *p = Pb + (size_t)j * RB;
+                float *w = W + (size_t)j * RB;
+                VSTORE(w, VLOAD(p) * (VLOAD(w) - d0) * g->scale);
+                VSTORE(w + VL, VLOAD(p + VL) * (VLOAD(w + VL) - d1) * g->scale);
+            }
+            /* dQ_blk += dA K[0:n];  dK[0:n] += dA^T Q_blk */
             if (gq)
-                vgemm(rows, g->D / VL, n, W, np, 1, K, ldk, gq + qo + (size_t)i0 * ldq, ldq,
-                      true);
+                query_rows_gemm(g, i0, rows, W, K, ldk, g->D / VL, gq + qo + (size_t)i0 * ldq,
+                                ldq, true);
             if (gk)
-                vgemm(n, g->D / VL, rows, W, 1, np, Q + (size_t)i0 * ldq, ldq, gk + ko, ldk,
-                      true);
+                key_rows_gemm(g, i0, rows, n, W, Q + (size_t)i0 * ldq, ldq, g->D / VL, gk + ko,
+                              ldk);
         }
         /* dV[0:n] += P^T G_blk */
-        if (gv) vgemm(n, g->Dv / VL, rows, Pb, 1, np, Gb, ldo, gv + vo, ldv, true);
-        Pb += (size_t)rows * np;
+        if (gv) key_rows_gemm(g, i0, rows, n, Pb, Gb, ldo, g->Dv / VL, gv + vo, ldv);
+        Pb += (size_t)n * RB;
     }
 }
 
@@ -476,8 +605,8 @@ static tt_tensor *attention(att_geom *g, tt_tensor *q, tt_tensor *k, tt_tensor *
     const char *force = getenv("TT_ATTN");
     if (force && !strcmp(force, "gemm")) g->vec = false;
     g->psz = g->vec ? p_size_v(g) : p_size(g);
-    /* per thread: the P of one block when it is not kept, and the vector path's K^T */
-    const size_t pblk = g->vec ? RB * pad16((size_t)g->S) : (size_t)RB * g->S;
+    /* per thread: the P of one block when it is not kept, and the vector path's Q^T */
+    const size_t pblk = (size_t)RB * g->S;
     const size_t per = (keep ? 0 : pblk) + (g->vec ? scratch_v(g) : 0);
     float *P = keep ? tt_arena_alloc((size_t)nbh * g->psz * sizeof(float)) : NULL;
     float *scratch = per ? tt_arena_alloc((size_t)nt * per * sizeof(float)) : NULL;
