@@ -15,8 +15,14 @@
  * ulps times sqrt(K)). Without OpenBLAS (no HAVE_CBLAS) only tt_gemm is timed and it is
  * checked against a double-precision triple loop on the smaller cases.
  *
+ * --cold: every call gets a different copy of A, B and C, rotating through enough copies
+ * to fill 64 MB (twice the L3 of the machines we use), so the operands come from memory
+ * as they do in a training step (each activation is touched by a few ops, then evicted)
+ * rather than from L2 as in a loop over the same product. The packing, which reads
+ * every operand element once, weighs more then.
+ *
  * Output: one table row per case.
- *   usage: bench_gemm [--quick] [--threads N] [--min-time SECONDS]
+ *   usage: bench_gemm [--quick] [--cold] [--threads N] [--min-time SECONDS]
  */
 #define _GNU_SOURCE
 #include "kernels/gemm.h"
@@ -96,15 +102,20 @@ static void run_ref(const gemm_case *c, const float *A, const float *B, float *C
 }
 #endif
 
+/* The operands of one case: n copies (1, or enough to flush the caches with --cold). */
+typedef struct operands {
+    int n;
+    float **A, **B, **C;
+} operands;
+
 /* Seconds per call: calls are batched until a batch lasts >= min_time / 3; the best
- * of three batches (after one warm-up call) is reported. */
-static double time_it(gemm_fn fn, const gemm_case *c, const float *A, const float *B,
-                      float *C, double min_time) {
-    fn(c, A, B, C);
+ * of three batches (after one warm-up call) is reported. Call r uses copy r mod n. */
+static double time_it(gemm_fn fn, const gemm_case *c, const operands *o, double min_time) {
+    fn(c, o->A[0], o->B[0], o->C[0]);
     long reps = 1;
     for (;;) {
         double t0 = now_sec();
-        for (long r = 0; r < reps; r++) fn(c, A, B, C);
+        for (long r = 0; r < reps; r++) fn(c, o->A[r % o->n], o->B[r % o->n], o->C[r % o->n]);
         double dt = now_sec() - t0;
         if (dt >= min_time / 3 || reps > (1L << 24)) break;
         double grow = dt > 1e-6 ? 1.3 * (min_time / 3) / dt : 16.0;
@@ -113,7 +124,7 @@ static double time_it(gemm_fn fn, const gemm_case *c, const float *A, const floa
     double best = 1e30;
     for (int b = 0; b < 3; b++) {
         double t0 = now_sec();
-        for (long r = 0; r < reps; r++) fn(c, A, B, C);
+        for (long r = 0; r < reps; r++) fn(c, o->A[r % o->n], o->B[r % o->n], o->C[r % o->n]);
         double dt = (now_sec() - t0) / (double)reps;
         if (dt < best) best = dt;
     }
@@ -148,15 +159,17 @@ static int add_linear(gemm_case *cs, int n, const char *name, int M, int in, int
 }
 
 int main(int argc, char **argv) {
-    bool quick = false;
+    bool quick = false, cold = false;
     int threads = 1;
     double min_time = 0.15;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--cold")) cold = true;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--min-time") && i + 1 < argc) min_time = atof(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--threads N] [--min-time SECONDS]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--cold] [--threads N] [--min-time SECONDS]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -199,11 +212,11 @@ int main(int argc, char **argv) {
 
 #ifdef HAVE_CBLAS
     const char *core = openblas_get_corename();
-    printf("GEMM micro-benchmark: tt_gemm vs OpenBLAS cblas_sgemm (core %s), %d thread%s\n",
-           core ? core : "?", threads, threads == 1 ? "" : "s");
+    printf("GEMM micro-benchmark: tt_gemm vs OpenBLAS cblas_sgemm (core %s), %d thread%s%s\n",
+           core ? core : "?", threads, threads == 1 ? "" : "s", cold ? ", cold operands" : "");
 #else
-    printf("GEMM micro-benchmark: tt_gemm only (built without OpenBLAS), %d thread%s\n",
-           threads, threads == 1 ? "" : "s");
+    printf("GEMM micro-benchmark: tt_gemm only (built without OpenBLAS), %d thread%s%s\n",
+           threads, threads == 1 ? "" : "s", cold ? ", cold operands" : "");
 #endif
     printf("%-18s %-3s %5s %5s %5s %10s %10s %7s %9s\n", "case", "lay", "M", "N", "K",
            "tt GF/s", "blas GF/s", "tt/blas", "rel.err");
@@ -213,9 +226,28 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         const gemm_case *c = &cs[i];
         size_t na = (size_t)c->M * c->K, nb = (size_t)c->K * c->N, nc = (size_t)c->M * c->N;
-        float *A = alloc_f(na), *B = alloc_f(nb), *C = alloc_f(nc), *R = alloc_f(nc);
-        fill(A, na, &seed);
-        fill(B, nb, &seed);
+        float *R = alloc_f(nc);
+        operands o = {1, NULL, NULL, NULL};
+        if (cold) {
+            size_t bytes = (na + nb + nc) * sizeof(float);
+            o.n = (int)((((size_t)64 << 20) + bytes - 1) / bytes);
+        }
+        o.A = malloc(o.n * sizeof(float *));
+        o.B = malloc(o.n * sizeof(float *));
+        o.C = malloc(o.n * sizeof(float *));
+        if (!o.A || !o.B || !o.C) {
+            fprintf(stderr, "bench_gemm: out of memory\n");
+            return 1;
+        }
+        for (int q = 0; q < o.n; q++) {
+            o.A[q] = alloc_f(na);
+            o.B[q] = alloc_f(nb);
+            o.C[q] = alloc_f(nc);
+            fill(o.A[q], na, &seed);
+            fill(o.B[q], nb, &seed);
+            memset(o.C[q], 0, nc * sizeof(float)); /* fault the pages in before timing */
+        }
+        float *A = o.A[0], *B = o.B[0], *C = o.C[0];
         char lay[3] = {c->ta ? 'T' : 'N', c->tb ? 'T' : 'N', 0};
         double flops = 2.0 * c->M * c->N * c->K;
 
@@ -224,14 +256,14 @@ int main(int argc, char **argv) {
 #ifdef HAVE_CBLAS
         run_blas(c, A, B, R);
         err = rel_err(C, R, nc);
-        g_blas = flops / time_it(run_blas, c, A, B, R, min_time) * 1e-9;
+        g_blas = flops / time_it(run_blas, c, &o, min_time) * 1e-9;
 #else
         if (flops <= 2.0 * 256 * 256 * 256) {
             run_ref(c, A, B, R);
             err = rel_err(C, R, nc);
         }
 #endif
-        double g_tt = flops / time_it(run_tt, c, A, B, C, min_time) * 1e-9;
+        double g_tt = flops / time_it(run_tt, c, &o, min_time) * 1e-9;
         bool bad = err > 1e-4 || err != err;
         failures += bad;
         char errs[16] = "-", ratio[16] = "-", blas[16] = "-";
@@ -243,9 +275,14 @@ int main(int argc, char **argv) {
         printf("%-18s %-3s %5d %5d %5d %10.1f %10s %7s %9s\n", c->name, lay, c->M, c->N, c->K,
                g_tt, blas, ratio, errs);
         fflush(stdout);
-        free(A);
-        free(B);
-        free(C);
+        for (int q = 0; q < o.n; q++) {
+            free(o.A[q]);
+            free(o.B[q]);
+            free(o.C[q]);
+        }
+        free(o.A);
+        free(o.B);
+        free(o.C);
         free(R);
     }
     if (failures) printf("bench_gemm: %d case(s) disagree with the reference!\n", failures);

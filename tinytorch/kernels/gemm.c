@@ -14,6 +14,12 @@
  * edges are zero-padded in the packed buffers; the micro-kernel then computes a full
  * tile and stores only the valid m x n corner (masked stores).
  *
+ * Packing reads each operand element once, the micro-kernel reads it MR or NR times from
+ * cache, so for the modest sizes of training (K and N of a few hundred) packing is a
+ * visible share, all the more as its source usually comes cold from memory. The SIMD
+ * kernels therefore pack with vector moves and in-register transposes and prefetch the
+ * source ahead, and the micro-kernel prefetches the C tile it will store.
+ *
  * Per element of C the arithmetic is: acc = sum over k in the KC slice (in k order, one
  * FMA chain), then C = alpha*acc + beta*C for the first slice and C = alpha*acc + C for
  * the others. That sequence depends only on K and KC, never on how rows and columns are
@@ -45,6 +51,8 @@
 #endif
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* A micro-kernel multiplies a packed MR x kc panel of A (a[k*MR + r]) by a packed kc x NR
  * sliver of B (b[k*NR + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
@@ -178,7 +186,14 @@ TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const 
 #pragma GCC unroll 4
         for (int v = 0; v < A5_NV; v++) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 16
-    for (int r = 0; r < A5_MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    for (int r = 0; r < A5_MR; r++) {
+        /* the row's A5_NR floats span 2 or 3 cache lines: fetch all, so that the stores at
+         * the end do not wait for memory (C is often fresh, not in any cache) */
+#pragma GCC unroll 4
+        for (int v = 0; v < A5_NV; v++)
+            _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + A5_NR - 1), _MM_HINT_T0);
+    }
 
     for (int k = 0; k < kc; k++) {
         __m512 bv[A5_NV];
@@ -219,13 +234,188 @@ TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const 
         }
     }
 }
-TARGET_AVX512 static void pack_a_avx512(bool t, int m, int kc, const float *s, size_t ld,
-                                        float *d) {
-    pack_a_tpl(A5_MR, t, m, kc, s, ld, d);
+
+/* Packing with AVX-512. Packing only moves floats, so these produce exactly the bytes
+ * of pack_a_tpl / pack_b_tpl; they just avoid scalar element moves (and the 56- and
+ * 128-byte memcpy calls the compiler made of the contiguous row copies).
+ *
+ * A 16 x 16 block of floats is transposed in registers in four rounds of 16 shuffles
+ * (log2 16 = 4 rounds, each halving the distance between the elements it pairs up):
+ *   1. unpacklo/hi of rows 2i, 2i+1 interleave 1-float pieces: in every 128-bit lane
+ *      a[2i] = (r0[c], r1[c], r0[c+1], r1[c+1]) for the lane's columns c, c+1;
+ *   2. shuffle_ps pairs 2-float pieces of a[4i..4i+3]: lane l of b[4i+c] then holds
+ *      rows 4i..4i+3 of column 4l+c (a 4 x 4 transpose inside each lane);
+ *   3./4. shuffle_f32x4 moves whole lanes: column 4l+c needs lane l of b[c], b[4+c],
+ *      b[8+c], b[12+c]; first pick lanes {0,2} / {1,3} of pairs, then the same again.
+ * On exit t[c] = column c of the input = (r0[c], r1[c], ..., r15[c]). */
+TARGET_AVX512 static ALWAYS_INLINE void transpose16_avx512(const __m512 r[16], __m512 t[16]) {
+    __m512 a[16], b[16], c[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        b[4 * i + 0] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], 0x44);
+        b[4 * i + 1] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], 0xEE);
+        b[4 * i + 2] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0x44);
+        b[4 * i + 3] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0xEE);
+    }
+    /* c[4*h + q]: for column offset q, lanes {0,2} (h=0,2) or {1,3} (h=1,3) of rows
+     * 0..7 (h=0,1) or 8..15 (h=2,3) */
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        c[q] = _mm512_shuffle_f32x4(b[q], b[4 + q], 0x88);
+        c[4 + q] = _mm512_shuffle_f32x4(b[q], b[4 + q], 0xDD);
+        c[8 + q] = _mm512_shuffle_f32x4(b[8 + q], b[12 + q], 0x88);
+        c[12 + q] = _mm512_shuffle_f32x4(b[8 + q], b[12 + q], 0xDD);
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        t[q] = _mm512_shuffle_f32x4(c[q], c[8 + q], 0x88);      /* lane 0 */
+        t[8 + q] = _mm512_shuffle_f32x4(c[q], c[8 + q], 0xDD);  /* lane 2 */
+        t[4 + q] = _mm512_shuffle_f32x4(c[4 + q], c[12 + q], 0x88);  /* lane 1 */
+        t[12 + q] = _mm512_shuffle_f32x4(c[4 + q], c[12 + q], 0xDD); /* lane 3 */
+    }
 }
-TARGET_AVX512 static void pack_b_avx512(bool t, int n, int kc, const float *s, size_t ld,
-                                        float *d) {
-    pack_b_tpl(A5_NR, t, n, kc, s, ld, d);
+
+/* Software prefetch in the packing loops: the source of a packing is usually cold (an
+ * activation or weight last touched by another op), and a packing routine follows 14-32
+ * streams at once (one per row of a panel / sliver), more than the hardware prefetchers
+ * keep up with. Prefetching is only a hint: addresses past the matrix do not fault. The
+ * distance covers roughly a memory latency of packing work: PF_COLS floats ahead along a
+ * row, PF_ROWS rows ahead down a column of rows. */
+#ifndef PF_COLS
+#define PF_COLS 64
+#endif
+#ifndef PF_ROWS
+#define PF_ROWS 16
+#endif
+#define PACK_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
+static inline __mmask16 mask16(int n) { /* the low n of 16 lanes, 0 <= n <= 16 */
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* Panel of 14 rows of op(A): dst[k*14 + r] = op(A)[r][k], rows m..13 zero.
+ *   transposed (op(A)[r][k] = src[k*ld + r]): the 14 values of step k are contiguous:
+ *     one masked load (lanes >= m read nothing and give 0) and one 14-lane store;
+ *   not transposed (src[r*ld + k]): rows are contiguous in k; 16 k of the 14 rows (plus
+ *     2 zero rows) are one 16 x 16 transpose whose column k' is the 14-float step k+k'.
+ *     A ragged end of k (kc % 16) loads fewer lanes and stores fewer steps. */
+TARGET_AVX512 static void pack_a_avx512(bool trans, int m, int kc, const float *src, size_t ld,
+                                        float *restrict dst) {
+    const __mmask16 m14 = mask16(A5_MR);
+    if (trans) {
+        const __mmask16 lm = mask16(m);
+        int k = 0;
+        for (; k + 4 <= kc; k += 4) {
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                const float *s = src + (size_t)(k + u) * ld;
+                PACK_PREFETCH(s + PF_ROWS * ld);
+                PACK_PREFETCH(s + PF_ROWS * ld + A5_MR - 1);
+                _mm512_mask_storeu_ps(dst + (size_t)(k + u) * A5_MR, m14,
+                                      _mm512_maskz_loadu_ps(lm, s));
+            }
+        }
+        for (; k < kc; k++)
+            _mm512_mask_storeu_ps(dst + (size_t)k * A5_MR, m14,
+                                  _mm512_maskz_loadu_ps(lm, src + (size_t)k * ld));
+        return;
+    }
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k += 16) {
+        int kr = imin(16, kc - k);
+        __mmask16 km = mask16(kr);
+#pragma GCC unroll 14
+        for (int i = 0; i < A5_MR; i++) {
+            const float *s = src + (size_t)i * ld + k;
+            PACK_PREFETCH(s + PF_COLS);
+            r[i] = i < m ? _mm512_maskz_loadu_ps(km, s) : _mm512_setzero_ps();
+        }
+        transpose16_avx512(r, t);
+        float *d = dst + (size_t)k * A5_MR;
+        if (kr == 16) {
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) _mm512_mask_storeu_ps(d + u * A5_MR, m14, t[u]);
+        } else {
+            for (int u = 0; u < kr; u++) _mm512_mask_storeu_ps(d + u * A5_MR, m14, t[u]);
+        }
+    }
+}
+
+/* Sliver of 32 columns of op(B): dst[k*32 + j] = op(B)[k][j], columns n..31 zero.
+ *   not transposed (src[k*ld + j]): step k is 32 contiguous floats, two (masked) loads
+ *     and two aligned stores;
+ *   transposed (src[j*ld + k]): column j of op(B) is row j of src, contiguous in k; 16 k
+ *     of columns 16h..16h+15 are one 16 x 16 transpose whose column k' is the half-row
+ *     dst[(k+k')*32 + 16h ..]. */
+TARGET_AVX512 static void pack_b_avx512(bool trans, int n, int kc, const float *src, size_t ld,
+                                        float *restrict dst) {
+    if (!trans) {
+        if (n == A5_NR) {
+            int k = 0;
+            for (; k + 2 <= kc; k += 2) {
+                const float *s0 = src + (size_t)k * ld, *s1 = s0 + ld;
+                float *d = dst + (size_t)k * A5_NR;
+                PACK_PREFETCH(s0 + PF_ROWS * ld);
+                PACK_PREFETCH(s0 + PF_ROWS * ld + A5_NR - 1);
+                PACK_PREFETCH(s1 + PF_ROWS * ld);
+                PACK_PREFETCH(s1 + PF_ROWS * ld + A5_NR - 1);
+                __m512 x0 = _mm512_loadu_ps(s0), x1 = _mm512_loadu_ps(s0 + 16);
+                __m512 y0 = _mm512_loadu_ps(s1), y1 = _mm512_loadu_ps(s1 + 16);
+                _mm512_store_ps(d, x0);
+                _mm512_store_ps(d + 16, x1);
+                _mm512_store_ps(d + 32, y0);
+                _mm512_store_ps(d + 48, y1);
+            }
+            if (k < kc) {
+                const float *s0 = src + (size_t)k * ld;
+                float *d = dst + (size_t)k * A5_NR;
+                _mm512_store_ps(d, _mm512_loadu_ps(s0));
+                _mm512_store_ps(d + 16, _mm512_loadu_ps(s0 + 16));
+            }
+        } else {
+            const __mmask16 m0 = mask16(n), m1 = mask16(n > 16 ? n - 16 : 0);
+            for (int k = 0; k < kc; k++) {
+                const float *s0 = src + (size_t)k * ld;
+                float *d = dst + (size_t)k * A5_NR;
+                _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, s0));
+                _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(m1, s0 + 16));
+            }
+        }
+        return;
+    }
+    __m512 r[16], t[16];
+    for (int k = 0; k < kc; k += 16) {
+        int kr = imin(16, kc - k);
+        __mmask16 km = mask16(kr);
+        for (int h = 0; h < 2; h++) {
+            int j0 = 16 * h;
+            if (j0 >= n) { /* an all-zero half */
+                for (int u = 0; u < kr; u++)
+                    _mm512_store_ps(dst + (size_t)(k + u) * A5_NR + j0, _mm512_setzero_ps());
+                continue;
+            }
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) {
+                if (j0 + i < n) PACK_PREFETCH(src + (size_t)(j0 + i) * ld + k + PF_COLS);
+                r[i] = j0 + i < n ? _mm512_maskz_loadu_ps(km, src + (size_t)(j0 + i) * ld + k)
+                                  : _mm512_setzero_ps();
+            }
+            transpose16_avx512(r, t);
+            float *d = dst + (size_t)k * A5_NR + j0;
+            if (kr == 16) {
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++) _mm512_store_ps(d + u * A5_NR, t[u]);
+            } else {
+                for (int u = 0; u < kr; u++) _mm512_store_ps(d + u * A5_NR, t[u]);
+            }
+        }
+    }
 }
 
 /* ---- AVX2 micro-kernel: 6 x 16 (12 ymm accumulators) ------------------------------------ */
@@ -237,6 +427,11 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, const floa
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < A2_MR; r++) { /* the tile's C lines, ready for the final stores */
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
+    }
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 8
@@ -285,11 +480,119 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, const floa
         }
     }
 }
-TARGET_AVX2 static void pack_a_avx2(bool t, int m, int kc, const float *s, size_t ld, float *d) {
-    pack_a_tpl(A2_MR, t, m, kc, s, ld, d);
+
+/* Packing with AVX2, the same bytes as pack_a_tpl / pack_b_tpl (see the AVX-512 ones).
+ * An 8 x 8 transpose in three rounds of 8 shuffles: unpacklo/hi pair rows 2i, 2i+1;
+ * shuffle_ps makes 4 x 4 transposes inside each 128-bit lane (lane l of u[c] = rows 0..3
+ * of column 4l+c, u[4+c] the same for rows 4..7); permute2f128 joins the low lanes
+ * (columns 0..3) and the high lanes (columns 4..7). On exit t[c] = column c. */
+TARGET_AVX2 static ALWAYS_INLINE void transpose8_avx2(const __m256 r[8], __m256 t[8]) {
+    __m256 a[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        a[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        u[4 * h + 0] = _mm256_shuffle_ps(a[4 * h], a[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(a[4 * h], a[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(a[4 * h + 1], a[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(a[4 * h + 1], a[4 * h + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        t[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        t[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
 }
-TARGET_AVX2 static void pack_b_avx2(bool t, int n, int kc, const float *s, size_t ld, float *d) {
-    pack_b_tpl(A2_NR, t, n, kc, s, ld, d);
+
+/* lanes < n set (all ones), for maskload: reads only those lanes, never faults on others */
+TARGET_AVX2 static inline __m256i lanes8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* 6-row panel of op(A). Transposed: step k is 6 contiguous floats (a 4- and a 2-float
+ * move). Not transposed: 8 k of the 6 rows (plus 2 zero rows) are an 8 x 8 transpose
+ * whose column k' (first 6 floats) is step k+k'. Ragged panels (m < 6, one per block at
+ * most) take the portable template. */
+TARGET_AVX2 static void pack_a_avx2(bool trans, int m, int kc, const float *src, size_t ld,
+                                    float *restrict dst) {
+    if (m < A2_MR) {
+        pack_a_tpl(A2_MR, trans, m, kc, src, ld, dst);
+        return;
+    }
+    if (trans) {
+        for (int k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            float *d = dst + (size_t)k * A2_MR;
+            PACK_PREFETCH(s + PF_ROWS * ld);
+            PACK_PREFETCH(s + PF_ROWS * ld + A2_MR - 1);
+            _mm_storeu_ps(d, _mm_loadu_ps(s));
+            _mm_storel_pi((__m64 *)(d + 4), _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)(s + 4)));
+        }
+        return;
+    }
+    __m256 r[8], t[8];
+    r[6] = r[7] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k += 8) {
+        int kr = imin(8, kc - k);
+        __m256i km = lanes8(kr);
+#pragma GCC unroll 6
+        for (int i = 0; i < A2_MR; i++) {
+            PACK_PREFETCH(src + (size_t)i * ld + k + PF_COLS);
+            r[i] = kr == 8 ? _mm256_loadu_ps(src + (size_t)i * ld + k)
+                           : _mm256_maskload_ps(src + (size_t)i * ld + k, km);
+        }
+        transpose8_avx2(r, t);
+        float *d = dst + (size_t)k * A2_MR;
+        for (int u = 0; u < kr; u++) {
+            _mm_storeu_ps(d + u * A2_MR, _mm256_castps256_ps128(t[u]));
+            _mm_storel_pi((__m64 *)(d + u * A2_MR + 4), _mm256_extractf128_ps(t[u], 1));
+        }
+    }
+}
+
+/* 16-column sliver of op(B). Not transposed: step k is 16 contiguous floats, two loads
+ * and two aligned stores (ragged slivers: the template). Transposed: 8 k of columns
+ * 8h..8h+7 (rows of src) are an 8 x 8 transpose whose column k' is dst[(k+k')*16 + 8h..]. */
+TARGET_AVX2 static void pack_b_avx2(bool trans, int n, int kc, const float *src, size_t ld,
+                                    float *restrict dst) {
+    if (!trans) {
+        if (n < A2_NR) {
+            pack_b_tpl(A2_NR, trans, n, kc, src, ld, dst);
+            return;
+        }
+        for (int k = 0; k < kc; k++) {
+            const float *s = src + (size_t)k * ld;
+            float *d = dst + (size_t)k * A2_NR;
+            PACK_PREFETCH(s + PF_ROWS * ld);
+            PACK_PREFETCH(s + PF_ROWS * ld + A2_NR - 1);
+            _mm256_store_ps(d, _mm256_loadu_ps(s));
+            _mm256_store_ps(d + 8, _mm256_loadu_ps(s + 8));
+        }
+        return;
+    }
+    __m256 r[8], t[8];
+    for (int k = 0; k < kc; k += 8) {
+        int kr = imin(8, kc - k);
+        __m256i km = lanes8(kr);
+        for (int h = 0; h < 2; h++) {
+            int j0 = 8 * h;
+            for (int i = 0; i < 8; i++) {
+                const float *s = src + (size_t)(j0 + i) * ld + k;
+                if (j0 + i >= n) {
+                    r[i] = _mm256_setzero_ps();
+                    continue;
+                }
+                PACK_PREFETCH(s + PF_COLS);
+                r[i] = kr == 8 ? _mm256_loadu_ps(s) : _mm256_maskload_ps(s, km);
+            }
+            transpose8_avx2(r, t);
+            float *d = dst + (size_t)k * A2_NR + j0;
+            for (int u = 0; u < kr; u++) _mm256_store_ps(d + u * A2_NR, t[u]);
+        }
+    }
 }
 #endif /* GEMM_X86 */
 
@@ -383,7 +686,6 @@ static float *pack_buf_get(pack_buf *b, size_t n) {
 }
 
 /* ---- the blocked driver -------------------------------------------------------------------- */
-static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 /* Pointer to element (i, k) of op(X) where X is stored with row stride ld. */
