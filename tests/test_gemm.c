@@ -92,7 +92,7 @@ static const int shapes[][3] = {
     {1, 1, 1},    {1, 3, 17},   {3, 1, 33},    {17, 33, 3},   {33, 17, 65},  {65, 100, 33},
     {100, 65, 17}, {3, 257, 65}, {257, 3, 100}, {64, 64, 64},  {100, 100, 100}, {257, 33, 17},
     {17, 257, 100}, {33, 65, 257}, {15, 31, 1},  {29, 47, 0},  {40, 47, 30}, {47, 79, 40},
-    {29, 111, 45},
+    {29, 111, 45}, {300, 16, 400}, {1100, 8, 50},
 };
 static const int big_shapes[][3] = {
     {1100, 40, 50},  /* three row blocks                  */
@@ -226,6 +226,35 @@ static void check_thread_invariance(const char *kernel) {
 START_TEST(test_gemm_bit_identical_1_and_2_threads) { for_each_kernel(check_thread_invariance); }
 END_TEST
 
+/* Products with N <= 16 use a narrower AVX-512 tile (16 columns instead of 32). Column j
+ * of C must come out the same whichever tile computed it: the first 8 columns of a
+ * 40-column product (wide tile) equal an 8-column product of the same data bit for bit. */
+static void check_narrow_tile(const char *kernel) {
+    tt_rng r;
+    tt_rng_seed(&r, 7);
+    const int M = 1100, K = 500, NW = 40, NN = 8;
+    for (int tb = 0; tb < 2; tb++) {
+        mat A = mat_new(M, K, 0, &r);
+        mat B = tb ? mat_new(NW, K, 0, &r) : mat_new(K, NW, 0, &r); /* rows 0..7 / cols 0..7 */
+        float *wide = malloc(sizeof(float) * M * NW), *narrow = malloc(sizeof(float) * M * NN);
+        tt_gemm(false, tb, M, NW, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, wide, NW);
+        /* the same first 8 columns of op(B): B's first 8 rows (tb) or its ld unchanged */
+        tt_gemm(false, tb, M, NN, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, narrow, NN);
+        for (int i = 0; i < M; i++)
+            ck_assert_msg(memcmp(wide + (size_t)i * NW, narrow + (size_t)i * NN,
+                                 sizeof(float) * NN) == 0,
+                          "%s: row %d of an %s 8-column product differs from the 40-column one",
+                          kernel, i, tb ? "NT" : "NN");
+        free(A.v);
+        free(B.v);
+        free(wide);
+        free(narrow);
+    }
+}
+
+START_TEST(test_gemm_narrow_tile_same_bits) { for_each_kernel(check_narrow_tile); }
+END_TEST
+
 START_TEST(test_gemm_env_selects_kernel) {
     /* TT_GEMM is read when the kernel is (re)chosen; unknown names fall back to auto */
     setenv("TT_GEMM", "generic", 1);
@@ -263,6 +292,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_matches_reference_every_kernel);
     tcase_add_test(tc, test_gemm_special_values);
     tcase_add_test(tc, test_gemm_bit_identical_1_and_2_threads);
+    tcase_add_test(tc, test_gemm_narrow_tile_same_bits);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
     suite_add_tcase(s, tc);

@@ -177,41 +177,49 @@ static void pack_b_generic(bool t, int n, int kc, const float *s, size_t ld, flo
 #endif
 enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
 
-TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
-                                         float *restrict c, size_t ldc, int m, int n,
-                                         float alpha, float beta) {
+/* The kernel for NV vectors of 16 columns (NR = 16 NV); instantiated for NV = A5_NV and,
+ * for products with at most 16 columns (a router: N = number of experts), NV = 1, which
+ * does half the work of a 32-wide tile whose upper half would be padding. The arithmetic
+ * of an element is the same in both (one FMA chain over k, then the same epilogue), so
+ * the choice never changes a result. */
+TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
+                                                           const float *restrict a,
+                                                           const float *restrict b,
+                                                           float *restrict c, size_t ldc, int m,
+                                                           int n, float alpha, float beta) {
+    const int NR = 16 * NV;
     __m512 acc[A5_MR][A5_NV];
 #pragma GCC unroll 16
     for (int r = 0; r < A5_MR; r++)
 #pragma GCC unroll 4
-        for (int v = 0; v < A5_NV; v++) acc[r][v] = _mm512_setzero_ps();
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int r = 0; r < A5_MR; r++) {
-        /* the row's A5_NR floats span 2 or 3 cache lines: fetch all, so that the stores at
+        /* the row's NR floats span 2 or 3 cache lines: fetch all, so that the stores at
          * the end do not wait for memory (C is often fresh, not in any cache) */
 #pragma GCC unroll 4
-        for (int v = 0; v < A5_NV; v++)
+        for (int v = 0; v < NV; v++)
             _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + A5_NR - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
     }
 
     for (int k = 0; k < kc; k++) {
         __m512 bv[A5_NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < A5_NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < A5_MR; r++) {
             __m512 ar = _mm512_set1_ps(a[r]);
 #pragma GCC unroll 4
-            for (int v = 0; v < A5_NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
         a += A5_MR;
-        b += A5_NR;
+        b += NR;
     }
 
     __mmask16 mask[A5_NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < A5_NV; v++) {
+    for (int v = 0; v < NV; v++) {
         int rem = n - 16 * v;
         mask[v] = rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? 0 : (__mmask16)((1u << rem) - 1);
     }
@@ -221,7 +229,7 @@ TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const 
         if (r >= m) break;
         float *cr = c + r * ldc;
 #pragma GCC unroll 4
-        for (int v = 0; v < A5_NV; v++) {
+        for (int v = 0; v < NV; v++) {
             __m512 x;
             if (beta == 0.0f) {
                 x = _mm512_mul_ps(va, acc[r][v]);
@@ -233,6 +241,23 @@ TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const 
             _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
         }
     }
+}
+
+TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
+                                         float *restrict c, size_t ldc, int m, int n,
+                                         float alpha, float beta) {
+    ukernel_avx512_tpl(A5_NV, kc, a, b, c, ldc, m, n, alpha, beta);
+}
+TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a,
+                                             const float *restrict b, float *restrict c,
+                                             size_t ldc, int m, int n, float alpha, float beta) {
+    ukernel_avx512_tpl(1, kc, a, b, c, ldc, m, n, alpha, beta);
+}
+/* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
+ * small for its packing to matter, so the portable template does it. */
+TARGET_AVX512 static void pack_b_avx512_n16(bool t, int n, int kc, const float *s, size_t ld,
+                                            float *d) {
+    pack_b_tpl(16, t, n, kc, s, ld, d);
 }
 
 /* Packing with AVX-512. Packing only moves floats, so these produce exactly the bytes
@@ -619,6 +644,12 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 #endif
 };
 
+#if GEMM_X86
+/* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
+static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
+                                         ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16};
+#endif
+
 static bool kernel_supported(int k) {
     if (k == K_GENERIC) return true;
 #if GEMM_X86
@@ -873,6 +904,11 @@ void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
         if (nthreads > cap) nthreads = (int)cap;
     }
 #endif
-    gemm_packed(&g_kernels[current_kernel()], trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B,
+    int k = current_kernel();
+    const gemm_kernel *kr = &g_kernels[k];
+#if GEMM_X86
+    if (k == K_AVX512 && N <= 16) kr = &g_avx512_n16;
+#endif
+    gemm_packed(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B,
                 (size_t)ldb, beta, C, (size_t)ldc, nthreads);
 }
