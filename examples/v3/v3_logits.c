@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     const char *ckpt = NULL, *config = NULL, *out = NULL;
     int32_t *seqs[MAX_SEQS];
     int lens[MAX_SEQS], B = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* flag value pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             usage(argv[0]);
@@ -69,7 +69,6 @@ int main(int argc, char **argv) {
             usage(argv[0]);
             return 2;
         }
-        i++;
     }
     if (!ckpt || !out || B == 0) {
         usage(argv[0]);

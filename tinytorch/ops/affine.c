@@ -46,9 +46,8 @@ TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n
 
 /* y[r][:] = act(y[r][:] + b), row by row. */
 static void epilogue(float *y, const float *b, bool relu, int M, int N) {
-    size_t n = (size_t)M * N;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN && M > 1)
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN && M > 1)
 #endif
     for (int r = 0; r < M; r++) bias_relu_row(y + (size_t)r * N, b, relu, N);
 }

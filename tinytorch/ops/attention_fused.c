@@ -564,9 +564,11 @@ static int thread_id(void) {
 #endif
 }
 
+#ifdef _OPENMP
 static long long total_work(const att_geom *g) {
     return (long long)g->B * g->H * g->T * g->S * (g->D + g->Dv);
 }
+#endif
 
 static void attention_backward(tt_node *n) {
     const att_ctx *c = n->ctx;

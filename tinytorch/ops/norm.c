@@ -179,6 +179,7 @@ static void norm_backward(tt_node *nd) {
     bool layer = c->mean != NULL;
     if (gx && R > 0 && C > 0) {
         bool par = (size_t)R * (size_t)C >= PAR_MIN_ELEMS;
+        (void)par; /* read only by the OpenMP code below */
         int nt = 1;
 #ifdef _OPENMP
         if (par) nt = omp_get_max_threads();

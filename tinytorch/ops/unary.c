@@ -129,6 +129,7 @@ TT_CLONES static void unary_grad(unop op, float s, const float *restrict g,
 
 static bool uses_libm(unop op) { return op >= EXP && op != RELU; }
 
+__attribute__((unused)) /* only in OpenMP clauses */
 static size_t par_min(unop op) { return uses_libm(op) ? PAR_MIN_LIBM : PAR_MIN_CHEAP; }
 
 static void unary_backward(tt_node *nd) {
