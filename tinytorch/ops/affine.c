@@ -23,8 +23,9 @@
 
 /* Elements below which a loop stays on one thread (a parallel region costs ~5 us). */
 #define PAR_MIN ((size_t)1 << 16)
-/* Columns of db summed by one task: each column is summed by one thread, rows in order. */
-#define COL_BLOCK 256
+/* Columns of db summed by one task (256 bytes of each row): each column is summed by one
+ * thread, rows in order; 64 so that even 128 or 256 outputs give the threads work. */
+#define COL_BLOCK 64
 
 /* The elementwise kernels: vectorised (VEC, TT_CLONES; a scalar select compiles to a
  * branch that mispredicts on every other element of random-signed data). */
