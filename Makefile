@@ -114,6 +114,7 @@ install: lib
 	cd tinytorch && for h in $$(find . -name '*.h' ! -name internal.h); do \
 	  install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/tinytorch/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@OMP@|$(LDLIBS_OMP)|' tinytorch.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tinytorch.pc
+	install -D -m 644 tinytorch/gdb/tinytorch-gdb.py $(DESTDIR)$(PREFIX)/share/tinytorch/tinytorch-gdb.py
 
 clean:
 	rm -rf build build-debug build-sanitize build-valgrind
@@ -150,7 +151,13 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_EX_OBJ) $(LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -Itinytorch -o $@ $< $(FUZZ_EX_OBJ) $(LIB) $(LDLIBS)
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d)
+# Header dependencies (-MMD) of every object and program, so that a changed header
+# rebuilds everything that includes it: the library, the tests and their helper, the
+# examples and the objects they share (a stale object would still link, with the old
+# struct layouts).
+EXAMPLE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(EXAMPLE_MAINS),$(wildcard examples/*/*.c)))
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_LIB_OBJ:.o=.d) \
+         $(EXAMPLE_OBJ:.o=.d) $(EXAMPLE_BIN:=.d)
 
 # Documentation checks (part of make check): the tutorials quote what their companion
 # programs print (tests/check_tutorials.sh), every public symbol is in docs/api.md
