@@ -38,7 +38,7 @@
 /* Query rows per block. */
 #define RB 32
 /* Below this many multiply-adds in total, one thread does everything. */
-#define PAR_MIN_WORK (1LL << 18) /* keeps the toy model serial: a parallel region costs ~5 us */
+#define PAR_MIN_WORK (1LL << 21) /* keeps the toy model (2^20) serial: a region costs ~5 us */
 
 /* A strided operand: (b, h) starts at off + b*bs + h*hs, rows ld floats apart. */
 typedef struct att_view {
