@@ -236,6 +236,56 @@ START_TEST(test_mark_release) {
 }
 END_TEST
 
+/* A temporary's gradient is released once its producer's backward has run (PyTorch's
+ * non-leaf .grad); tt_retain_grad keeps one, tt_set_retain_grads all; released buffers
+ * are reused, so a deep chain needs a handful of gradient buffers, not one per op. */
+START_TEST(test_temporary_grads_released_and_reused) {
+    tt_tensor *x = tt_set_requires_grad(tt_full(TT_SHAPE(4), 1.5f), true);
+    tt_tensor *y = tt_scale(x, 2.0f), *z = tt_scale(y, 3.0f);
+    tt_tensor *loss = tt_sum_all(z);
+    tt_retain_grad(y);
+    tt_backward(loss);
+    ck_assert_ptr_nonnull(loss->grad); /* the root keeps its seed */
+    ck_assert_ptr_null(z->grad);       /* released */
+    ck_assert_ptr_nonnull(y->grad);    /* retained: dloss/dy = 3 */
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(y->grad[i], 3.0f);
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(x->grad[i], 6.0f);
+    tt_tape_reset();
+
+    bool old = tt_set_retain_grads(true);
+    ck_assert(!old);
+    tt_zero_grad(x);
+    y = tt_scale(x, 2.0f), z = tt_scale(y, 3.0f);
+    tt_backward(tt_sum_all(z));
+    ck_assert_ptr_nonnull(z->grad);
+    ck_assert_ptr_nonnull(y->grad);
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(z->grad[i], 1.0f);
+    tt_set_retain_grads(false);
+    tt_tape_reset();
+
+    /* a chain of 40 ops on 64K floats: with recycling the backward adds a few gradient
+     * buffers to the arena, without it one per op */
+    size_t peak[2];
+    tt_tensor *big = tt_set_requires_grad(tt_full(TT_SHAPE(1 << 16), 0.5f), true);
+    for (int keep = 0; keep < 2; keep++) {
+        tt_set_retain_grads(keep);
+        tt_tensor *h = big;
+        for (int i = 0; i < 40; i++) h = tt_scale(h, 1.01f);
+        size_t fwd = tt_mem_get_stats().arena_used;
+        tt_backward(tt_sum_all(h));
+        peak[keep] = tt_mem_get_stats().arena_used - fwd;
+        tt_tape_reset();
+    }
+    tt_set_retain_grads(false);
+    printf("  backward of a 40-op chain of 256 KB tensors: arena +%zu KB recycled, +%zu KB kept\n",
+           peak[0] >> 10, peak[1] >> 10);
+    ck_assert_uint_le(peak[0], 4 * (256u << 10));
+    ck_assert_uint_ge(peak[1], 40 * (256u << 10));
+    tt_free(big);
+    tt_free(x);
+}
+END_TEST
+
 START_TEST(test_free_temporary_is_an_error) {
     tt_tensor *a = tt_ones(TT_SHAPE(4));
     tt_tensor *t = tt_add(a, a);
@@ -262,6 +312,7 @@ static Suite *core_suite(void) {
     tcase_add_test(tc, test_print_shows_name_shape_op);
     tcase_add_test(tc, test_mark_release);
     tcase_add_test(tc, test_free_temporary_is_an_error);
+    tcase_add_test(tc, test_temporary_grads_released_and_reused);
     suite_add_tcase(s, tc);
     return s;
 }
