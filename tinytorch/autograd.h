@@ -89,7 +89,6 @@ tt_mem_stats tt_mem_get_stats(void);
 tt_tensor *tt_tmp(tt_dtype dtype, int ndim, const int *shape);
 /* Scratch memory from the arena, 64-byte aligned, released at tt_tape_reset().       */
 void *tt_arena_alloc(size_t bytes);
-
 /* True if an op with these inputs must be recorded (grad mode on, some input needs
  * grad). Ops call this before doing work that only the backward needs.              */
 bool tt_needs_grad(int n_in, tt_tensor *const *in);

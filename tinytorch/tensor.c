@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static size_t g_persistent_bytes = 0, g_persistent_count = 0;
 
@@ -188,21 +185,8 @@ float *tt_grad_ensure(tt_tensor *t) {
     return t->grad;
 }
 
-/* Zeroing a large gradient is bound by memory bandwidth, which one core does not
- * saturate: split it into chunks between the threads (outside other parallel regions). */
-#define ZERO_CHUNK ((size_t)1 << 16) /* floats: 256 KB */
 void tt_zero_grad(tt_tensor *t) {
-    if (!t || !t->grad) return;
-    float *g = t->grad;
-    size_t n = t->size;
-    long nch = (long)((n + ZERO_CHUNK - 1) / ZERO_CHUNK);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (nch > 2 && omp_get_level() == 0)
-#endif
-    for (long c = 0; c < nch; c++) {
-        size_t o = (size_t)c * ZERO_CHUNK;
-        memset(g + o, 0, (n - o < ZERO_CHUNK ? n - o : ZERO_CHUNK) * sizeof(float));
-    }
+    if (t && t->grad) memset(t->grad, 0, t->size * sizeof(float));
 }
 
 bool tt_same_shape(const tt_tensor *a, const tt_tensor *b) {

@@ -323,6 +323,29 @@ static inline __mmask16 mask16(int n) { /* the low n of 16 lanes, 0 <= n <= 16 *
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
 }
 
+/* The transposing step of both AVX-512 packers (A not transposed, B transposed): rows
+ * i < rows of src (row stride ld; 16 consecutive k from src, the first kr of them valid)
+ * become kr steps of dst, step u at dst + u * stride, written in the lanes of smask;
+ * rows >= rows read as 0:   dst[u * stride + i] = src[i * ld + u]. */
+TARGET_AVX512 static ALWAYS_INLINE void transpose_rows16_avx512(const float *src, size_t ld,
+                                                                int rows, int kr, float *dst,
+                                                                size_t stride, __mmask16 smask) {
+    __m512 r[16], t[16];
+    const __mmask16 km = mask16(kr);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        if (i < rows) PACK_PREFETCH(src + (size_t)i * ld + PF_COLS);
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + (size_t)i * ld) : _mm512_setzero_ps();
+    }
+    transpose16_avx512(r, t);
+    if (kr == 16) {
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) _mm512_mask_storeu_ps(dst + (size_t)u * stride, smask, t[u]);
+    } else {
+        for (int u = 0; u < kr; u++) _mm512_mask_storeu_ps(dst + (size_t)u * stride, smask, t[u]);
+    }
+}
+
 /* Panel of 14 rows of op(A): dst[k*14 + r] = op(A)[r][k], rows m..13 zero.
  *   transposed (op(A)[r][k] = src[k*ld + r]): the 14 values of step k are contiguous:
  *     one masked load (lanes >= m read nothing and give 0) and one 14-lane store;
@@ -350,26 +373,9 @@ TARGET_AVX512 static void pack_a_avx512(bool trans, int m, int kc, const float *
                                   _mm512_maskz_loadu_ps(lm, src + (size_t)k * ld));
         return;
     }
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k += 16) {
-        int kr = imin(16, kc - k);
-        __mmask16 km = mask16(kr);
-#pragma GCC unroll 14
-        for (int i = 0; i < A5_MR; i++) {
-            const float *s = src + (size_t)i * ld + k;
-            PACK_PREFETCH(s + PF_COLS);
-            r[i] = i < m ? _mm512_maskz_loadu_ps(km, s) : _mm512_setzero_ps();
-        }
-        transpose16_avx512(r, t);
-        float *d = dst + (size_t)k * A5_MR;
-        if (kr == 16) {
-#pragma GCC unroll 16
-            for (int u = 0; u < 16; u++) _mm512_mask_storeu_ps(d + u * A5_MR, m14, t[u]);
-        } else {
-            for (int u = 0; u < kr; u++) _mm512_mask_storeu_ps(d + u * A5_MR, m14, t[u]);
-        }
-    }
+    for (int k = 0; k < kc; k += 16)
+        transpose_rows16_avx512(src + k, ld, m, imin(16, kc - k), dst + (size_t)k * A5_MR, A5_MR,
+                                m14);
 }
 
 /* Sliver of 32 columns of op(B): dst[k*32 + j] = op(B)[k][j], columns n..31 zero.
@@ -414,31 +420,16 @@ TARGET_AVX512 static void pack_b_avx512(bool trans, int n, int kc, const float *
         }
         return;
     }
-    __m512 r[16], t[16];
     for (int k = 0; k < kc; k += 16) {
         int kr = imin(16, kc - k);
-        __mmask16 km = mask16(kr);
-        for (int h = 0; h < 2; h++) {
-            int j0 = 16 * h;
+        for (int j0 = 0; j0 < A5_NR; j0 += 16) {
+            float *d = dst + (size_t)k * A5_NR + j0;
             if (j0 >= n) { /* an all-zero half */
-                for (int u = 0; u < kr; u++)
-                    _mm512_store_ps(dst + (size_t)(k + u) * A5_NR + j0, _mm512_setzero_ps());
+                for (int u = 0; u < kr; u++) _mm512_store_ps(d + u * A5_NR, _mm512_setzero_ps());
                 continue;
             }
-#pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) {
-                if (j0 + i < n) PACK_PREFETCH(src + (size_t)(j0 + i) * ld + k + PF_COLS);
-                r[i] = j0 + i < n ? _mm512_maskz_loadu_ps(km, src + (size_t)(j0 + i) * ld + k)
-                                  : _mm512_setzero_ps();
-            }
-            transpose16_avx512(r, t);
-            float *d = dst + (size_t)k * A5_NR + j0;
-            if (kr == 16) {
-#pragma GCC unroll 16
-                for (int u = 0; u < 16; u++) _mm512_store_ps(d + u * A5_NR, t[u]);
-            } else {
-                for (int u = 0; u < kr; u++) _mm512_store_ps(d + u * A5_NR, t[u]);
-            }
+            transpose_rows16_avx512(src + (size_t)j0 * ld + k, ld, n - j0, kr, d, A5_NR,
+                                    (__mmask16)0xFFFF);
         }
     }
 }
