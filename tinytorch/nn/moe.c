@@ -21,6 +21,7 @@
 #include "moe.h"
 
 #include "../internal.h"
+#include "../kernels/vmath.h"
 #include "../rng.h"
 
 #include <math.h>
@@ -242,6 +243,7 @@ void tt_moe_free(tt_moe *m) {
  * where pair (n, k) was computed as row r(n,k) of busy expert b(n,k)'s output. Backward,
  * g = dL/dout:
  *   dw[n, k] += g[n, :] . Y_b[r, :]          dY_b[r, :] += w[n, k] g[n, :]
+ * (the dot product in 16 partial sums, dot_row)
  * Every pair is one (token, slot) and one expert row, so each gradient element has one
  * writer: the token loop is split over threads with bit-identical results.
  * One op instead of an index_add per expert (each of which copied all of [N, dim]
@@ -251,6 +253,23 @@ typedef struct combine_ctx {
 } combine_ctx;
 
 #define COMBINE_PAR_MIN ((size_t)1 << 17) /* keeps the toy model (N*K*dim = 2^15) serial */
+
+/* o[j] += a * y[j] */
+TT_CLONES static void axpy_row(float *restrict o, float a, const float *restrict y, int n) {
+    VEC for (int j = 0; j < n; j++) o[j] += a * y[j];
+}
+
+/* sum_j a[j] b[j] in 16 partial sums (lane l takes the j = l mod 16), added up in a fixed
+ * tree: vectorised, and the same bits on every CPU and thread count */
+TT_CLONES static float dot_row(const float *restrict a, const float *restrict b, int n) {
+    v16 acc = vsplat(0.0f);
+    int j = 0;
+    for (; j + VL <= n; j += VL) acc += VLOAD(a + j) * VLOAD(b + j);
+    for (int l = 0; j < n; j++, l++) acc[l] += a[j] * b[j];
+    v8f h = __builtin_shufflevector(acc, acc, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(acc, acc, 8, 9, 10, 11, 12, 13, 14, 15);
+    return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
 
 static void combine_backward(tt_node *nd) {
     const combine_ctx *c = nd->ctx;
@@ -270,17 +289,8 @@ static void combine_backward(tt_node *nd) {
         for (int k = 0; k < K; k++) {
             size_t p = (size_t)n * K + k, off = (size_t)c->row_of[p] * dim;
             int b = c->busy_of[p];
-            if (gw) {
-                const float *y = nd->in[1 + b]->data + off;
-                float s = 0.0f;
-                for (int j = 0; j < dim; j++) s += gn[j] * y[j];
-                gw[p] += s;
-            }
-            if (gy[b]) {
-                float *dy = gy[b] + off;
-                const float wp = w->data[p];
-                for (int j = 0; j < dim; j++) dy[j] += wp * gn[j];
-            }
+            if (gw) gw[p] += dot_row(gn, nd->in[1 + b]->data + off, dim);
+            if (gy[b]) axpy_row(gy[b] + off, w->data[p], gn, dim);
         }
     }
 }
@@ -299,9 +309,7 @@ static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *b
         for (int j = 0; j < dim; j++) o[j] = 0.0f;
         for (int k = 0; k < K; k++) {
             size_t p = (size_t)n * K + k;
-            const float *y = ys[busy_of[p]]->data + (size_t)row_of[p] * dim;
-            const float wp = w->data[p];
-            for (int j = 0; j < dim; j++) o[j] += wp * y[j];
+            axpy_row(o, w->data[p], ys[busy_of[p]]->data + (size_t)row_of[p] * dim, dim);
         }
     }
     tt_tensor **in = tt_arena_alloc((size_t)(nb + 1) * sizeof *in);

@@ -25,6 +25,7 @@
  */
 #include "../internal.h"
 #include "../kernels/gemm.h"
+#include "../kernels/vmath.h"
 #include "../ops_attention.h"
 
 #include <math.h>
@@ -152,22 +153,7 @@ static void forward_bh(const att_geom *g, const float *q, const float *k, const 
  * first row is seen by, and in S^T / dP^T the first vector (queries i0 .. i0+15) of key
  * rows that none of those queries sees is set to 0 instead of computed. The skipped
  * terms are exact zeros of P and dA. */
-#define VL 16
-typedef float v16 __attribute__((vector_size(VL * sizeof(float))));
-typedef float v16u __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));
-typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
-typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
-typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
-
 _Static_assert(RB == 2 * VL, "a block of queries is two vectors of P^T");
-
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
-/* (Macros, not functions: 64-byte vectors by value would draw GCC's -Wpsabi note.) */
-#define vsel(mask, a, b) ((v16)(((v16i)(a) & (mask)) | ((v16i)(b) & ~(mask)))) /* mask ? a : b */
-#define vsplat(x) ((v16){0} + (float)(x))
-#define VLOAD(p) ((v16)(*(const v16u *)(p)))
-#define VSTORE(p, x) (*(v16u *)(p) = (x))
 
 /* The first query lane (0 .. rows-1 of the block starting at query i0) that sees key j. */
 static inline int first_lane(const att_geom *g, int i0, int j) {
@@ -337,32 +323,6 @@ static size_t p_size_v(const att_geom *g) {
 static size_t scratch_v(const att_geom *g) {
     int C = g->D > g->Dv ? g->D : g->Dv;
     return ((size_t)C + (size_t)g->S) * RB;
-}
-
-/* e^x on 16 lanes for x <= 0 (the softmax's x - max). x = n ln2 + f, n = round(x / ln2),
- * |f| <= ln2 / 2 (ln2 in two parts, Cody-Waite); e^f by its degree-7 Taylor polynomial
- * (truncation error < 6e-9 relative, so within a few ulp of expf); 2^n goes into the
- * exponent bits. Below -86 (e^x < 5e-38, nothing next to the row's maximum term 1) the
- * result is 0. Lane-wise operations only, no FMA: the same bits on every CPU. */
-static ALWAYS_INLINE void vexp(v16 *px) {
-    v16 x = *px;
-    const v16 lo = vsplat(-86.0f);
-    v16i under = x < lo;
-    x = vsel(under, lo, x);
-    const v16 magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-    v16 r = (x * 1.44269504088896341f + magic) - magic;
-    v16 f = (x - r * 0.693145751953125f) - r * 1.428606765330187e-06f;
-    v16 p = vsplat(1.0f / 5040.0f);
-    p = p * f + 1.0f / 720.0f;
-    p = p * f + 1.0f / 120.0f;
-    p = p * f + 1.0f / 24.0f;
-    p = p * f + 1.0f / 6.0f;
-    p = p * f + 0.5f;
-    p = p * f + 1.0f;
-    p = p * f + 1.0f;
-    v16i n = __builtin_convertvector(r, v16i);
-    v16 y = (v16)((v16i)p + (n << 23));
-    *px = (v16)((v16i)y & ~under);
 }
 
 /* Softmax down the lanes of P^T [n, RB] (the block's scores, before scaling): lane i

@@ -20,6 +20,7 @@
  * NaN there; 0 keeps a training step over a fully padded batch harmless.)
  */
 #include "../internal.h"
+#include "../kernels/vmath.h"
 
 #include <math.h>
 
@@ -31,6 +32,54 @@ typedef struct ce_ctx {
     bool *valid;   /* row takes part      [R] */
     size_t n_valid;
 } ce_ctx;
+
+/* The row kernels, 16 classes at a time (vmath.h: the same bits on every CPU). */
+
+/* max_j x_j */
+TT_CLONES static float row_max(const float *restrict x, int V) {
+    float m = -INFINITY;
+    VEC for (int j = 0; j < V; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* sum_j e^(x_j - m) in double (lanes summed in a fixed order); a ragged end's missing
+ * lanes are -inf, whose exponential is 0 */
+TT_CLONES static double row_exp_sum(const float *restrict x, float m, int V) {
+    v8d s0 = {0}, s1 = {0};
+    int j = 0;
+    for (; j + VL <= V; j += VL) {
+        v16 e = VLOAD(x + j) - m;
+        vexp(&e);
+        s0 += VLO_D(e);
+        s1 += VHI_D(e);
+    }
+    if (j < V) {
+        v16 e;
+        vload_part(&e, x + j, V - j, -INFINITY);
+        e -= m;
+        vexp(&e);
+        s0 += VLO_D(e);
+        s1 += VHI_D(e);
+    }
+    v8d s = s0 + s1;
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* g_j += e^((x_j - m) - ls) * scale = p_j * scale */
+TT_CLONES static void row_softmax_acc(const float *restrict x, float m, float ls, float scale,
+                                      float *restrict g, int V) {
+    int j = 0;
+    for (; j + VL <= V; j += VL) {
+        v16 e = (VLOAD(x + j) - m) - ls;
+        vexp(&e);
+        VSTORE(g + j, VLOAD(g + j) + e * scale);
+    }
+    for (; j < V; j++) { /* (one lane at a time: g must not be read or written past V) */
+        v16 e = vsplat((x[j] - m) - ls);
+        vexp(&e);
+        g[j] += e[0] * scale;
+    }
+}
 
 static void ce_backward(tt_node *nd) {
     tt_tensor *x = nd->in[0], *t = nd->in[1];
@@ -46,8 +95,7 @@ static void ce_backward(tt_node *nd) {
         if (!c->valid[r]) continue;
         const float *xr = x->data + (size_t)r * V;
         float *gr = gx + (size_t)r * V;
-        float m = c->m[r], ls = c->logs[r];
-        for (int j = 0; j < V; j++) gr[j] += expf((xr[j] - m) - ls) * scale;
+        row_softmax_acc(xr, c->m[r], c->logs[r], scale, gr, V);
         gr[tg[r]] -= scale;
     }
 }
@@ -106,10 +154,8 @@ tt_tensor *tt_cross_entropy_(tt_tensor *logits, tt_tensor *targets, int ignore_i
 #pragma omp parallel for schedule(static) if (R * (size_t)V >= PAR_MIN_ELEMS)
     for (long r = 0; r < (long)R; r++) {
         const float *xr = x + (size_t)r * V;
-        float mr = -INFINITY;
-        for (int j = 0; j < V; j++) mr = xr[j] > mr ? xr[j] : mr;
-        double s = 0.0;
-        for (int j = 0; j < V; j++) s += expf(xr[j] - mr);
+        float mr = row_max(xr, V);
+        double s = row_exp_sum(xr, mr, V);
         m[r] = mr;
         logs[r] = (float)log(s);
         loss_r[r] = valid[r] ? (float)((double)(mr - xr[tg[r]]) + log(s)) : 0.0f;

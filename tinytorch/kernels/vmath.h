@@ -1,0 +1,69 @@
+/* vmath.h - 16-lane float vectors (GCC vector extensions) and the exponential on them.
+ *
+ * Written with GCC's generic vectors rather than intrinsics: a function compiled for
+ * AVX-512 (TT_CLONES or a target attribute) keeps a v16 in one zmm register, any other
+ * target splits it into narrower registers or scalars, with the same results: every
+ * operation here is lane-wise IEEE arithmetic with no fused multiply-add (the library is
+ * built as ISO C, which keeps the compiler from contracting a * b + c), so vexp gives the
+ * same bits on every CPU and for every thread count. Internal to the library. */
+#ifndef TT_KERNELS_VMATH_H
+#define TT_KERNELS_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#define VL 16
+typedef float v16 __attribute__((vector_size(VL * sizeof(float))));
+typedef float v16u __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));
+typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
+typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
+
+#ifndef ALWAYS_INLINE
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+/* (Macros, not functions: 64-byte vectors by value would draw GCC's -Wpsabi note.) */
+#define vsel(mask, a, b) ((v16)(((v16i)(a) & (mask)) | ((v16i)(b) & ~(mask)))) /* mask ? a : b */
+#define vsplat(x) ((v16){0} + (float)(x))
+#define VLOAD(p) ((v16)(*(const v16u *)(p)))
+#define VSTORE(p, x) (*(v16u *)(p) = (x))
+
+/* e^x on 16 lanes for x <= 0 (a softmax's x - max). x = n ln2 + f, n = round(x / ln2),
+ * |f| <= ln2 / 2 (ln2 in two parts, Cody-Waite); e^f by its degree-7 Taylor polynomial
+ * (truncation error < 6e-9 relative, so within a few ulp of expf); 2^n goes into the
+ * exponent bits. Below -86 (e^x < 5e-38, nothing next to the row's maximum term 1) the
+ * result is 0, and so is e^-inf. */
+static ALWAYS_INLINE void vexp(v16 *px) {
+    v16 x = *px;
+    const v16 lo = vsplat(-86.0f);
+    v16i under = x < lo;
+    x = vsel(under, lo, x);
+    const v16 magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    v16 r = (x * 1.44269504088896341f + magic) - magic;
+    v16 f = (x - r * 0.693145751953125f) - r * 1.428606765330187e-06f;
+    v16 p = vsplat(1.0f / 5040.0f);
+    p = p * f + 1.0f / 720.0f;
+    p = p * f + 1.0f / 120.0f;
+    p = p * f + 1.0f / 24.0f;
+    p = p * f + 1.0f / 6.0f;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    v16i n = __builtin_convertvector(r, v16i);
+    v16 y = (v16)((v16i)p + (n << 23));
+    *px = (v16)((v16i)y & ~under);
+}
+
+/* Lanes 0-7 / 8-15 of x widened to double. */
+#define VLO_D(x) __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d)
+#define VHI_D(x) \
+    __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d)
+
+/* *x = n < 16 floats of p, the other lanes `fill` (a row's ragged end). */
+static ALWAYS_INLINE void vload_part(v16 *x, const float *p, int n, float fill) {
+    *x = vsplat(fill);
+    for (int i = 0; i < n; i++) (*x)[i] = p[i];
+}
+
+#endif
