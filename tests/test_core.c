@@ -286,6 +286,47 @@ START_TEST(test_temporary_grads_released_and_reused) {
 }
 END_TEST
 
+/* The backward of a reshape, and of an add of two same-shaped tensors, hands its output's
+ * gradient buffer to its (first) input when that input has none yet and the output's
+ * would be released anyway; the values are those of accumulating, and a retained output
+ * or the backward's root keeps its own gradient. */
+START_TEST(test_gradient_passes_through_views) {
+    tt_tensor *x = tt_set_requires_grad(tt_full(TT_SHAPE(2, 3), 0.5f), true);
+    for (int retain = 0; retain < 2; retain++) {
+        tt_tensor *y = tt_scale(x, 2.0f);                     /* temporary, no grad yet */
+        tt_tensor *r = tt_reshape(y, 1, ((int[]){6}));         /* its gradient: r's buffer */
+        tt_tensor *s = tt_add(r, tt_scale(r, 1.0f));           /* r gets s's, and 1 more */
+        tt_tensor *loss = tt_sum_all(tt_mul(s, s));
+        if (retain) tt_retain_grad(s);
+        tt_backward(loss);
+        /* s = 2r, loss = sum s^2: dL/ds = 2s = 4r = 4 (r = 1); dL/dr = 8; dL/dx = 16 */
+        for (int i = 0; i < 6; i++) ck_assert_float_eq(x->grad[i], 16.0f);
+        if (retain) {
+            ck_assert_ptr_nonnull(s->grad);
+            for (int i = 0; i < 6; i++) ck_assert_float_eq(s->grad[i], 4.0f);
+        } else {
+            ck_assert_ptr_null(s->grad);
+        }
+        ck_assert_ptr_null(r->grad);
+        ck_assert_ptr_null(y->grad);
+        tt_tape_reset();
+        tt_zero_grad(x);
+    }
+    /* the root of the backward is a reshape: it keeps its seed, its input gets a copy */
+    tt_tensor *y = tt_scale(x, 3.0f);
+    tt_tensor *r = tt_reshape(y, 1, ((int[]){6}));
+    const float seed[6] = {1, 2, 3, 4, 5, 6};
+    tt_backward_seed(r, seed);
+    ck_assert_ptr_nonnull(r->grad);
+    for (int i = 0; i < 6; i++) {
+        ck_assert_float_eq(r->grad[i], (float)(i + 1));
+        ck_assert_float_eq(x->grad[i], 3.0f * (float)(i + 1));
+    }
+    tt_tape_reset();
+    tt_free(x);
+}
+END_TEST
+
 START_TEST(test_free_temporary_is_an_error) {
     tt_tensor *a = tt_ones(TT_SHAPE(4));
     tt_tensor *t = tt_add(a, a);
@@ -313,6 +354,7 @@ static Suite *core_suite(void) {
     tcase_add_test(tc, test_mark_release);
     tcase_add_test(tc, test_free_temporary_is_an_error);
     tcase_add_test(tc, test_temporary_grads_released_and_reused);
+    tcase_add_test(tc, test_gradient_passes_through_views);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -255,6 +255,40 @@ static void check_narrow_tile(const char *kernel) {
 START_TEST(test_gemm_narrow_tile_same_bits) { for_each_kernel(check_narrow_tile); }
 END_TEST
 
+/* A transposed A and a non-transposed B are read in place by the micro-kernel when their
+ * row stride is at most 512 floats ("direct" operands, gemm.c) and packed otherwise. Both
+ * must give the same bits: the same product with the operands stored at stride 600 (a
+ * copy padded with NaN, which must never be read) and at their natural stride. Ragged
+ * sizes, so that edge panels and slivers (always packed) mix with direct ones. */
+static void check_direct_operands(const char *kernel) {
+    tt_rng r;
+    tt_rng_seed(&r, 11);
+    const int M = 100, N = 70, K = 45, WIDE = 600;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        mat A = ta ? mat_new(K, M, 0, &r) : mat_new(M, K, 0, &r);
+        mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+        mat Aw = {A.rows, A.cols, WIDE, malloc(sizeof(float) * A.rows * WIDE)};
+        mat Bw = {B.rows, B.cols, WIDE, malloc(sizeof(float) * B.rows * WIDE)};
+        for (int i = 0; i < A.rows; i++)
+            for (int j = 0; j < WIDE; j++)
+                Aw.v[(size_t)i * WIDE + j] = j < A.cols ? A.v[(size_t)i * A.ld + j] : NAN;
+        for (int i = 0; i < B.rows; i++)
+            for (int j = 0; j < WIDE; j++)
+                Bw.v[(size_t)i * WIDE + j] = j < B.cols ? B.v[(size_t)i * B.ld + j] : NAN;
+        float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+        tt_gemm(ta, tb, M, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, c1, N);
+        tt_gemm(ta, tb, M, N, K, 1.0f, Aw.v, WIDE, Bw.v, WIDE, 0.0f, c2, N);
+        ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * N) == 0,
+                      "%s: %c%c product with row strides %d/%d differs from stride %d", kernel,
+                      ta ? 'T' : 'N', tb ? 'T' : 'N', A.ld, B.ld, WIDE);
+        free(A.v), free(B.v), free(Aw.v), free(Bw.v), free(c1), free(c2);
+    }
+}
+
+START_TEST(test_gemm_direct_operands_same_bits) { for_each_kernel(check_direct_operands); }
+END_TEST
+
 START_TEST(test_gemm_env_selects_kernel) {
     /* TT_GEMM is read when the kernel is (re)chosen; unknown names fall back to auto */
     setenv("TT_GEMM", "generic", 1);
@@ -293,6 +327,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_special_values);
     tcase_add_test(tc, test_gemm_bit_identical_1_and_2_threads);
     tcase_add_test(tc, test_gemm_narrow_tile_same_bits);
+    tcase_add_test(tc, test_gemm_direct_operands_same_bits);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
     suite_add_tcase(s, tc);

@@ -110,6 +110,24 @@ static void release_grad(tt_tensor *t) {
     t->grad = NULL;
 }
 
+/* The output of the backward sweep in progress (its gradient is the caller's to read). */
+static const tt_tensor *g_root = NULL;
+
+/* Whether backward_from() releases t's gradient right after its producer's backward. */
+static bool releases_grad(const tt_tensor *t) {
+    return !t->persistent && t != g_root && !t->retain_grad && !g_retain_grads;
+}
+
+bool tt_grad_pass_through(tt_node *n) {
+    tt_tensor *in = n->in[0], *out = n->out;
+    if (!in->requires_grad || in->grad || in->persistent || in->size != out->size ||
+        !out->grad || !releases_grad(out))
+        return false;
+    in->grad = out->grad;
+    out->grad = NULL;
+    return true;
+}
+
 bool tt_set_retain_grads(bool on) {
     bool old = g_retain_grads;
     g_retain_grads = on;
@@ -381,6 +399,7 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
     /* Gradients of intermediate tensors are recomputed from scratch by each sweep
      * (they are kept after it so a debugger can inspect them). */
     int last = out->node ? out->node->index : -1;
+    g_root = out;
     if (out->node && (last >= g_tape_len || g_tape[last] != out->node))
         tt_error_at(src, "backward", "%s belongs to a tape that was reset", tt_d(out));
     for (int i = 0; i <= last; i++) {
@@ -406,8 +425,9 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
         /* n->out's gradient has been propagated to n's inputs: done with it, unless the
          * caller asked to keep it (the root, tt_retain_grad, tt_set_retain_grads) */
         tt_tensor *t = n->out;
-        if (!t->persistent && t != out && !t->retain_grad && !g_retain_grads) release_grad(t);
+        if (t->grad && releases_grad(t)) release_grad(t); /* (NULL: passed through) */
     }
+    g_root = NULL;
 }
 
 void tt_backward_(tt_tensor *loss, tt_src src) {

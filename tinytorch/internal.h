@@ -68,6 +68,11 @@ void tt_arena_grad_free(float *p, size_t n_floats);
  * gradient buffer is new (*fresh), it is NOT zeroed and the caller must overwrite every
  * element (e.g. a gemm with beta = 0) instead of accumulating. */
 float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh);
+/* For the backward of an op whose input gradient equals its output gradient (a view,
+ * reshape): if the input has no gradient yet and the output's would be released right
+ * after this backward, the buffer changes hands instead of being added into zeros, and
+ * true is returned; false: the caller accumulates as usual. */
+bool tt_grad_pass_through(tt_node *n);
 
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);

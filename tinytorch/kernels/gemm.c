@@ -54,11 +54,14 @@
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
-/* A micro-kernel multiplies a packed MR x kc panel of A (a[k*MR + r]) by a packed kc x NR
- * sliver of B (b[k*NR + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
- *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)        */
-typedef void (*ukernel_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
-                           int m, int n, float alpha, float beta);
+/* A micro-kernel multiplies an MR x kc panel of A (a[k*as + r]) by a kc x NR sliver of B
+ * (b[k*bs + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
+ *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)
+ * Packed operands have as = MR and bs = NR; the driver also passes operands that are
+ * already laid out that way in the caller's matrix with their row stride (see
+ * gemm_packed: "direct" operands). All MR x NR values must be readable. */
+typedef void (*ukernel_fn)(int kc, const float *a, size_t as, const float *b, size_t bs,
+                           float *c, size_t ldc, int m, int n, float alpha, float beta);
 /* Pack one MR-row panel of op(A) (rows m <= MR, kc columns) / one NR-column sliver of
  * op(B) (kc rows, n <= NR columns). src points at the panel's first element of op(X). */
 typedef void (*pack_fn)(bool trans, int mn, int kc, const float *src, size_t ld, float *dst);
@@ -140,11 +143,11 @@ static ALWAYS_INLINE void pack_b_tpl(const int NR, bool trans, int n, int kc, co
 /* ---- portable micro-kernel (4 x 8: 8 SSE registers of accumulators at -O2) ----------- */
 enum { GEN_MR = 4, GEN_NR = 8 };
 
-static void ukernel_generic(int kc, const float *restrict a, const float *restrict b,
-                            float *restrict c, size_t ldc, int m, int n, float alpha,
-                            float beta) {
+static void ukernel_generic(int kc, const float *restrict a, size_t as,
+                            const float *restrict b, size_t bs, float *restrict c, size_t ldc,
+                            int m, int n, float alpha, float beta) {
     float acc[GEN_MR][GEN_NR] = {{0}};
-    for (int k = 0; k < kc; k++, a += GEN_MR, b += GEN_NR)
+    for (int k = 0; k < kc; k++, a += as, b += bs)
 #pragma GCC unroll 4
         for (int r = 0; r < GEN_MR; r++)
 #pragma GCC unroll 8
@@ -183,8 +186,8 @@ enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
  * of an element is the same in both (one FMA chain over k, then the same epilogue), so
  * the choice never changes a result. */
 TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
-                                                           const float *restrict a,
-                                                           const float *restrict b,
+                                                           const float *restrict a, size_t as,
+                                                           const float *restrict b, size_t bs,
                                                            float *restrict c, size_t ldc, int m,
                                                            int n, float alpha, float beta) {
     const int NR = 16 * NV;
@@ -206,15 +209,15 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
     for (int k = 0; k < kc; k++) {
         __m512 bv[A5_NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < A5_MR; r++) {
             __m512 ar = _mm512_set1_ps(a[r]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
-        a += A5_MR;
-        b += NR;
+        a += as;
+        b += bs;
     }
 
     __mmask16 mask[A5_NV];
@@ -243,15 +246,16 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
     }
 }
 
-TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, const float *restrict b,
-                                         float *restrict c, size_t ldc, int m, int n,
-                                         float alpha, float beta) {
-    ukernel_avx512_tpl(A5_NV, kc, a, b, c, ldc, m, n, alpha, beta);
+TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
+                                         const float *restrict b, size_t bs, float *restrict c,
+                                         size_t ldc, int m, int n, float alpha, float beta) {
+    ukernel_avx512_tpl(A5_NV, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
 }
-TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a,
-                                             const float *restrict b, float *restrict c,
-                                             size_t ldc, int m, int n, float alpha, float beta) {
-    ukernel_avx512_tpl(1, kc, a, b, c, ldc, m, n, alpha, beta);
+TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
+                                             const float *restrict b, size_t bs,
+                                             float *restrict c, size_t ldc, int m, int n,
+                                             float alpha, float beta) {
+    ukernel_avx512_tpl(1, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -437,9 +441,9 @@ TARGET_AVX512 static void pack_b_avx512(bool trans, int n, int kc, const float *
 /* ---- AVX2 micro-kernel: 6 x 16 (12 ymm accumulators) ------------------------------------ */
 enum { A2_MR = 6, A2_NR = 16 };
 
-TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, const float *restrict b,
-                                     float *restrict c, size_t ldc, int m, int n, float alpha,
-                                     float beta) {
+TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
+                                     const float *restrict b, size_t bs, float *restrict c,
+                                     size_t ldc, int m, int n, float alpha, float beta) {
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -449,15 +453,15 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, const floa
         _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
     }
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 8
         for (int r = 0; r < A2_MR; r++) {
             __m256 ar = _mm256_broadcast_ss(a + r);
             acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
         }
-        a += A2_MR;
-        b += A2_NR;
+        a += as;
+        b += bs;
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (m == A2_MR && n == A2_NR) {
@@ -744,6 +748,10 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
+#ifndef DIRECT_MAX_LD
+#define DIRECT_MAX_LD 512
+#endif
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, int nthreads) {
@@ -761,6 +769,16 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     int nbn = nbm < nthreads ? ceil_div(nthreads, nbm) : 1;
     int block_rows = ceil_div(m_units, nbm) * MR;
 
+    /* Direct operands: a full MR-row panel of op(A) when A is transposed (step k of the
+     * panel is MR consecutive floats of A's row k), a full NR-column sliver of op(B) when B
+     * is not (step k is NR consecutive floats of B's row k), are read by the micro-kernel
+     * in place, with the matrix's row stride, instead of being copied first. Packing such
+     * an operand is a plain copy that buys locality only when the rows are far apart;
+     * for row strides up to DIRECT_MAX_LD floats the copy costs more than it saves.
+     * Ragged panels and slivers are still packed (their zero padding keeps the kernel
+     * from reading past the matrix). The arithmetic is the same either way. */
+    const bool direct_a = ta && lda <= DIRECT_MAX_LD;
+    const bool direct_b = !tb && ldb <= DIRECT_MAX_LD;
     float *bbuf = pack_buf_get(&tls_b, (size_t)KC * NC);
     spin_barrier bar = {0, 0};
     const int n_items = nbm * nbn;
@@ -785,8 +803,10 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                 for (int s = (int)((long long)t * n_slivers / nt),
                          s_end = (int)((long long)(t + 1) * n_slivers / nt);
                      s < s_end; s++)
-                    kr->pack_b(tb, imin(NR, nc - s * NR), kc, op_at(B, tb, ldb, pc, jc + s * NR),
-                               ldb, bbuf + (size_t)s * NR * kc);
+                    if (!(direct_b && nc - s * NR >= NR))
+                        kr->pack_b(tb, imin(NR, nc - s * NR), kc,
+                                   op_at(B, tb, ldb, pc, jc + s * NR), ldb,
+                                   bbuf + (size_t)s * NR * kc);
                 spin_barrier_wait(&bar, nt); /* B is packed */
                 for (int item = (int)((long long)t * n_items / nt),
                          it_end = (int)((long long)(t + 1) * n_items / nt);
@@ -800,15 +820,21 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                     int n_panels = ceil_div(i1 - i0, MR);
                     for (int q = 0; q < n_panels; q++) {
                         int i = i0 + q * MR;
-                        kr->pack_a(ta, imin(MR, i1 - i), kc, op_at(A, ta, lda, i, pc), lda,
-                                   abuf + (size_t)q * MR * kc);
+                        if (!(direct_a && i1 - i >= MR))
+                            kr->pack_a(ta, imin(MR, i1 - i), kc, op_at(A, ta, lda, i, pc), lda,
+                                       abuf + (size_t)q * MR * kc);
                     }
                     for (int s = s0; s < s1; s++) {
                         int j = jc + s * NR;
-                        const float *bp = bbuf + (size_t)s * NR * kc;
+                        const bool db = direct_b && jc + nc - j >= NR;
+                        const float *bp = db ? B + (size_t)pc * ldb + j : bbuf + (size_t)s * NR * kc;
+                        const size_t bs = db ? ldb : (size_t)NR;
                         for (int q = 0; q < n_panels; q++) {
                             int i = i0 + q * MR;
-                            kr->ukernel(kc, abuf + (size_t)q * MR * kc, bp, C + (size_t)i * ldc + j,
+                            const bool da = direct_a && i1 - i >= MR;
+                            kr->ukernel(kc,
+                                        da ? A + (size_t)pc * lda + i : abuf + (size_t)q * MR * kc,
+                                        da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j,
                                         ldc, imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet);
                         }
                     }

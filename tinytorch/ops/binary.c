@@ -28,6 +28,8 @@
  */
 #include "../internal.h"
 
+#include <string.h>
+
 
 /* a loop the compiler must vectorise (plain -O2 only vectorises loops whose trip count
  * needs no scalar remainder); only elementwise loops, never a reduction */
@@ -364,10 +366,29 @@ static void backward_bcast(binop op, const bcast *bc, int which, const float *g,
     }
 }
 
+/* d(a + b) of two same-shaped inputs: both gradients are g. b's, if new, is a copy of g
+ * (not zeros plus g); a's takes g's buffer over if it can (tt_grad_pass_through). */
+static void add_same_backward(tt_node *n) {
+    tt_tensor *a = n->in[0], *b = n->in[1];
+    const float *g = n->out->grad;
+    const size_t size = n->out->size;
+    bool fresh;
+    float *gb = tt_grad_acc_fresh(b, &fresh);
+    if (gb && fresh) memcpy(gb, g, size * sizeof(float));
+    else if (gb) backward_rows(ADD, n->ctx, 1, g, a->data, b->data, gb, size);
+    if (tt_grad_pass_through(n)) return;
+    float *ga = tt_grad_acc(a);
+    if (ga) backward_rows(ADD, n->ctx, 0, g, a->data, b->data, ga, size);
+}
+
 static void binary_backward(tt_node *n) {
     binop op = (binop)n->i[0];
     const bcast *bc = n->ctx;
     tt_tensor *a = n->in[0], *b = n->in[1];
+    if (op == ADD && bc->pat == P_SAME && a != b) {
+        add_same_backward(n);
+        return;
+    }
     const float *g = n->out->grad;
     float *ga = tt_grad_acc(a), *gb = tt_grad_acc(b);
     size_t size = n->out->size;

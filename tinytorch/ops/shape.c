@@ -40,6 +40,7 @@ static const char *shape_text(int ndim, const int *shape, char *buf, size_t len)
 /* ---- reshape: a view -------------------------------------------------------------- */
 /* dx += g: the elements keep their row-major order, only the shape changes. */
 static void reshape_backward(tt_node *n) {
+    if (tt_grad_pass_through(n)) return;
     float *ga = tt_grad_acc(n->in[0]);
     const float *g = n->out->grad;
     long size = (long)n->out->size;
