@@ -51,6 +51,16 @@ static inline size_t tt_rows(const tt_tensor *t) {
 #define VEC
 #endif
 
+/* Parallel loops (parallel.c). tt_loop_threads: how many threads a loop of n iterations
+ * and `work` elements should use: 1 below min_work, with one OpenMP thread, or inside a
+ * parallel region; else up to omp_get_max_threads(). tt_parallel_for runs fn(ctx, begin,
+ * end) over contiguous ranges covering [0, n), one per thread, entering OpenMP only for
+ * nthreads > 1. The loop body must treat iterations independently (each output element
+ * written by one iteration): then the result does not depend on the thread count. */
+typedef void (*tt_range_fn)(void *ctx, long begin, long end);
+int tt_loop_threads(size_t work, size_t min_work, long n);
+void tt_parallel_for(long n, int nthreads, tt_range_fn fn, void *ctx);
+
 /* Small per-thread scratch for tensor descriptions in messages ("'x' [2, 3]"). */
 const char *tt_d(const tt_tensor *t);
 

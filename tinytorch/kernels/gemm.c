@@ -752,6 +752,22 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
 #define DIRECT_MAX_LD 512
 #endif
 
+/* One product as the threads of gemm_packed see it. */
+typedef struct gemm_job {
+    const gemm_kernel *kr;
+    bool ta, tb, direct_a, direct_b;
+    int M, N, K, NC;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    size_t lda, ldb, ldc;
+    int m_units, nbm, nbn, block_rows; /* row blocks x column splits (see gemm_packed) */
+    float *bbuf;                       /* the packed B panel, shared                  */
+    spin_barrier *bar;
+} gemm_job;
+
+static void gemm_thread(const gemm_job *g, int t, int nt);
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, int nthreads) {
@@ -779,20 +795,34 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * from reading past the matrix). The arithmetic is the same either way. */
     const bool direct_a = ta && lda <= DIRECT_MAX_LD;
     const bool direct_b = !tb && ldb <= DIRECT_MAX_LD;
-    float *bbuf = pack_buf_get(&tls_b, (size_t)KC * NC);
     spin_barrier bar = {0, 0};
-    const int n_items = nbm * nbn;
+    const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
+                          lda, ldb, ldc, m_units, nbm, nbn, block_rows,
+                          pack_buf_get(&tls_b, (size_t)KC * NC), &bar};
+    /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
+    if (nthreads > 1) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+        gemm_thread(&job, omp_get_thread_num(), omp_get_num_threads());
+#endif
+    } else {
+        gemm_thread(&job, 0, 1);
+    }
+}
 
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
+/* Thread t of nt: its share of the B packing, then of the (row block, column split)
+ * items, per (jc, pc) panel. */
+static void gemm_thread(const gemm_job *g, int t, int nt) {
+    const gemm_kernel *kr = g->kr;
+    const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
+    const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const float alpha = g->alpha, beta = g->beta, *A = g->A, *B = g->B;
+    float *C = g->C, *bbuf = g->bbuf;
+    const size_t lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    const int m_units = g->m_units, nbm = g->nbm, nbn = g->nbn, n_items = nbm * nbn;
+    spin_barrier *bar = g->bar;
     {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        float *abuf = pack_buf_get(&tls_a, (size_t)block_rows * KC);
+        float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
         for (int jc = 0; jc < N; jc += NC) {
             int nc = imin(NC, N - jc);
             int n_slivers = ceil_div(nc, NR);
@@ -807,7 +837,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                         kr->pack_b(tb, imin(NR, nc - s * NR), kc,
                                    op_at(B, tb, ldb, pc, jc + s * NR), ldb,
                                    bbuf + (size_t)s * NR * kc);
-                spin_barrier_wait(&bar, nt); /* B is packed */
+                spin_barrier_wait(bar, nt); /* B is packed */
                 for (int item = (int)((long long)t * n_items / nt),
                          it_end = (int)((long long)(t + 1) * n_items / nt);
                      item < it_end; item++) {
@@ -840,7 +870,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                     }
                 }
                 /* nobody still reads B before it is repacked (the last one: the join) */
-                if (pc + KC < K || jc + NC < N) spin_barrier_wait(&bar, nt);
+                if (pc + KC < K || jc + NC < N) spin_barrier_wait(bar, nt);
             }
         }
     }

@@ -45,37 +45,57 @@ TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n
     VEC for (int j = 0; j < n; j++) db[j] += g[j];
 }
 
-/* y[r][:] = act(y[r][:] + b), row by row. */
+/* The three loops below split between threads with tt_parallel_for; their ranges are
+ * rows (epilogue), chunks (relu_mask) and column blocks (bias_grad). */
+typedef struct loop_args {
+    float *y;               /* epilogue: y [M, N]; relu_mask: gp; bias_grad: db */
+    const float *b, *g;     /* the bias; G (relu_mask), Gp (bias_grad)          */
+    const float *yr;        /* relu_mask: the output y                          */
+    bool relu;
+    int M, N;
+    size_t n;               /* relu_mask: elements                              */
+} loop_args;
+
+/* y[r][:] = act(y[r][:] + b) for rows [r0, r1) */
+static void epilogue_rows(void *ctx, long r0, long r1) {
+    const loop_args *a = ctx;
+    for (long r = r0; r < r1; r++) bias_relu_row(a->y + (size_t)r * a->N, a->b, a->relu, a->N);
+}
+
 static void epilogue(float *y, const float *b, bool relu, int M, int N) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN && M > 1)
-#endif
-    for (int r = 0; r < M; r++) bias_relu_row(y + (size_t)r * N, b, relu, N);
+    loop_args a = {.y = y, .b = b, .relu = relu, .M = M, .N = N};
+    tt_parallel_for(M, tt_loop_threads((size_t)M * N, PAR_MIN, M), epilogue_rows, &a);
 }
 
 /* Gp = G * [y > 0] into gp (the ReLU's backward), in chunks. */
 #define CHUNK 16384
-static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
-    long nch = (long)((n + CHUNK - 1) / CHUNK);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN && nch > 1)
-#endif
-    for (long c = 0; c < nch; c++) {
-        size_t o = (size_t)c * CHUNK, len = n - o < CHUNK ? n - o : CHUNK;
-        relu_mask_run(g + o, y + o, gp + o, len);
+static void relu_mask_chunks(void *ctx, long c0, long c1) {
+    const loop_args *a = ctx;
+    for (long c = c0; c < c1; c++) {
+        size_t o = (size_t)c * CHUNK, len = a->n - o < CHUNK ? a->n - o : CHUNK;
+        relu_mask_run(a->g + o, a->yr + o, a->y + o, len);
     }
 }
 
+static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
+    loop_args a = {.y = gp, .g = g, .yr = y, .n = n};
+    long nch = (long)((n + CHUNK - 1) / CHUNK);
+    tt_parallel_for(nch, tt_loop_threads(n, PAR_MIN, nch), relu_mask_chunks, &a);
+}
+
 /* db[j] += sum over rows r = 0..M-1 of gp[r][j]; column blocks split between threads. */
-static void bias_grad(const float *gp, float *db, int M, int N) {
-    int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)M * N >= PAR_MIN && nblk > 1)
-#endif
-    for (int blk = 0; blk < nblk; blk++) {
-        int j0 = blk * COL_BLOCK, len = j0 + COL_BLOCK < N ? COL_BLOCK : N - j0;
-        for (int r = 0; r < M; r++) add_row(db + j0, gp + (size_t)r * N + j0, len);
+static void bias_grad_blocks(void *ctx, long k0, long k1) {
+    const loop_args *a = ctx;
+    for (long blk = k0; blk < k1; blk++) {
+        int j0 = (int)blk * COL_BLOCK, len = j0 + COL_BLOCK < a->N ? COL_BLOCK : a->N - j0;
+        for (int r = 0; r < a->M; r++) add_row(a->y + j0, a->g + (size_t)r * a->N + j0, len);
     }
+}
+
+static void bias_grad(const float *gp, float *db, int M, int N) {
+    loop_args a = {.y = db, .g = gp, .M = M, .N = N};
+    int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
+    tt_parallel_for(nblk, tt_loop_threads((size_t)M * N, PAR_MIN, nblk), bias_grad_blocks, &a);
 }
 
 /* Saved in node->i. */

@@ -122,20 +122,28 @@ TT_CLONES static void sgd_chunk(float *restrict x, const float *restrict gr, flo
 }
 
 #define SGD_CHUNK 16384
-static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
-    float *x = w->data, *b = buf ? buf->data : NULL;
-    const float *gr = w->grad;
-    const size_t n = w->size;
-    const long nch = (long)((n + SGD_CHUNK - 1) / SGD_CHUNK);
-    /* element-wise, each element by one thread: the same bits for any thread count */
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((long long)n >= SGD_PAR_MIN && nch > 1)
-#endif
-    for (long c = 0; c < nch; c++) {
-        size_t off = (size_t)c * SGD_CHUNK, len = n - off < SGD_CHUNK ? n - off : SGD_CHUNK;
-        sgd_chunk(x + off, gr + off, b ? b + off : NULL, len, o->lr, o->weight_decay,
-                  o->momentum, o->nesterov);
+typedef struct sgd_job {
+    const tt_optim *o;
+    float *x, *b;
+    const float *gr;
+    size_t n;
+} sgd_job;
+
+/* chunks [c0, c1) of SGD_CHUNK elements */
+static void sgd_chunks(void *ctx, long c0, long c1) {
+    const sgd_job *j = ctx;
+    for (long c = c0; c < c1; c++) {
+        size_t off = (size_t)c * SGD_CHUNK, len = j->n - off < SGD_CHUNK ? j->n - off : SGD_CHUNK;
+        sgd_chunk(j->x + off, j->gr + off, j->b ? j->b + off : NULL, len, j->o->lr,
+                  j->o->weight_decay, j->o->momentum, j->o->nesterov);
     }
+}
+
+static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
+    sgd_job j = {o, w->data, buf ? buf->data : NULL, w->grad, w->size};
+    const long nch = (long)((j.n + SGD_CHUNK - 1) / SGD_CHUNK);
+    /* element-wise, each element by one thread: the same bits for any thread count */
+    tt_parallel_for(nch, tt_loop_threads(j.n, SGD_PAR_MIN, nch), sgd_chunks, &j);
 }
 
 /* AdamW, per element (torch.optim.AdamW, t = step count after increment):
