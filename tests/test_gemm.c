@@ -255,8 +255,9 @@ static void check_narrow_tile(const char *kernel) {
 START_TEST(test_gemm_narrow_tile_same_bits) { for_each_kernel(check_narrow_tile); }
 END_TEST
 
-/* A transposed A and a non-transposed B are read in place by the micro-kernel when their
- * row stride is at most 512 floats ("direct" operands, gemm.c) and packed otherwise. Both
+/* Full panels of A and full slivers of a non-transposed B are read in place by the
+ * micro-kernel when their row stride is at most 512 floats ("direct" operands, gemm.c;
+ * a non-transposed A only by the AVX-512 kernel) and packed otherwise. Both
  * must give the same bits: the same product with the operands stored at stride 600 (a
  * copy padded with NaN, which must never be read) and at their natural stride. Ragged
  * sizes, so that edge panels and slivers (always packed) mix with direct ones. */

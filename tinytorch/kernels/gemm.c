@@ -72,6 +72,9 @@ typedef struct gemm_kernel {
     int mc, kc, nc;     /* cache blocks; mc is a multiple of mr, nc of nr             */
     ukernel_fn ukernel;
     pack_fn pack_a, pack_b;
+    /* optional: the micro-kernel reading a full panel of a non-transposed A in place,
+     * row r of the panel at a + r * as, step k at + k (see gemm_packed) */
+    ukernel_fn ukernel_arows;
 } gemm_kernel;
 
 /* ---- packing (shared templates, instantiated per tile size) ------------------------ */
@@ -185,7 +188,7 @@ enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
  * does half the work of a 32-wide tile whose upper half would be padding. The arithmetic
  * of an element is the same in both (one FMA chain over k, then the same epilogue), so
  * the choice never changes a result. */
-TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
+TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const bool AROWS, int kc,
                                                            const float *restrict a, size_t as,
                                                            const float *restrict b, size_t bs,
                                                            float *restrict c, size_t ldc, int m,
@@ -206,17 +209,28 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
         _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
     }
 
+    /* AROWS: row r of the panel starts at a + r * as and its steps are consecutive */
+    const float *ap[A5_MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < A5_MR; r++) ap[r] = AROWS ? a + r * as : a + r;
+    const size_t astep = AROWS ? 1 : as;
     for (int k = 0; k < kc; k++) {
+        if (AROWS && (k & 15) == 0) {
+            /* 14 row streams, one new cache line each per 16 steps: more streams than the
+             * hardware prefetchers follow when A comes from memory, so fetch ahead */
+#pragma GCC unroll 16
+            for (int r = 0; r < A5_MR; r++) _mm_prefetch((const char *)(ap[r] + k + 64), _MM_HINT_T0);
+        }
         __m512 bv[A5_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < A5_MR; r++) {
-            __m512 ar = _mm512_set1_ps(a[r]);
+            __m512 ar = _mm512_set1_ps(AROWS ? ap[r][k] : a[r]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
-        a += as;
+        if (!AROWS) a += astep;
         b += bs;
     }
 
@@ -249,13 +263,25 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, int kc,
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
                                          const float *restrict b, size_t bs, float *restrict c,
                                          size_t ldc, int m, int n, float alpha, float beta) {
-    ukernel_avx512_tpl(A5_NV, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+    ukernel_avx512_tpl(A5_NV, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+}
+TARGET_AVX512 static void ukernel_avx512_arows(int kc, const float *restrict a, size_t as,
+                                               const float *restrict b, size_t bs,
+                                               float *restrict c, size_t ldc, int m, int n,
+                                               float alpha, float beta) {
+    ukernel_avx512_tpl(A5_NV, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
 }
 TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
                                              const float *restrict b, size_t bs,
                                              float *restrict c, size_t ldc, int m, int n,
                                              float alpha, float beta) {
-    ukernel_avx512_tpl(1, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+    ukernel_avx512_tpl(1, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+}
+TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict a, size_t as,
+                                                   const float *restrict b, size_t bs,
+                                                   float *restrict c, size_t ldc, int m, int n,
+                                                   float alpha, float beta) {
+    ukernel_avx512_tpl(1, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -635,14 +661,15 @@ static const gemm_kernel g_kernels[K_COUNT] = {
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
                 pack_b_avx2},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512},
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows},
 #endif
 };
 
 #if GEMM_X86
 /* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
-                                         ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16};
+                                         ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
+                                         ukernel_avx512_n16_arows};
 #endif
 
 static bool kernel_supported(int k) {
@@ -748,6 +775,9 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
+#ifndef DIRECT_A_ROWS
+#define DIRECT_A_ROWS 1
+#endif
 #ifndef DIRECT_MAX_LD
 #define DIRECT_MAX_LD 512
 #endif
@@ -785,15 +815,20 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     int nbn = nbm < nthreads ? ceil_div(nthreads, nbm) : 1;
     int block_rows = ceil_div(m_units, nbm) * MR;
 
-    /* Direct operands: a full MR-row panel of op(A) when A is transposed (step k of the
-     * panel is MR consecutive floats of A's row k), a full NR-column sliver of op(B) when B
-     * is not (step k is NR consecutive floats of B's row k), are read by the micro-kernel
-     * in place, with the matrix's row stride, instead of being copied first. Packing such
-     * an operand is a plain copy that buys locality only when the rows are far apart;
-     * for row strides up to DIRECT_MAX_LD floats the copy costs more than it saves.
-     * Ragged panels and slivers are still packed (their zero padding keeps the kernel
-     * from reading past the matrix). The arithmetic is the same either way. */
-    const bool direct_a = ta && lda <= DIRECT_MAX_LD;
+    /* Direct operands: the micro-kernel reads these in place, with the matrix's row
+     * stride, instead of a packed copy:
+     *   - a full MR-row panel of a transposed A (step k of the panel is MR consecutive
+     *     floats of A's row k);
+     *   - a full panel of a non-transposed A, if the kernel has ukernel_arows (the MR
+     *     rows are MR streams of consecutive floats, one broadcast from each per step);
+     *   - a full NR-column sliver of a non-transposed B (step k is NR consecutive floats
+     *     of B's row k).
+     * Packing buys locality only when the rows are far apart; for row strides up to
+     * DIRECT_MAX_LD floats the copy costs more than it saves (a toy training step:
+     * 1.64 -> 1.49 ms). Ragged panels and slivers are still packed (their zero padding
+     * keeps the kernel from reading past the matrix). The arithmetic is the same either
+     * way, so is every bit of C. */
+    const bool direct_a = (ta || (kr->ukernel_arows && DIRECT_A_ROWS)) && lda <= DIRECT_MAX_LD;
     const bool direct_b = !tb && ldb <= DIRECT_MAX_LD;
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
@@ -862,10 +897,10 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                         for (int q = 0; q < n_panels; q++) {
                             int i = i0 + q * MR;
                             const bool da = direct_a && i1 - i >= MR;
-                            kr->ukernel(kc,
-                                        da ? A + (size_t)pc * lda + i : abuf + (size_t)q * MR * kc,
-                                        da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j,
-                                        ldc, imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet);
+                            (da && !ta ? kr->ukernel_arows : kr->ukernel)(
+                                kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
+                                da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
+                                imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet);
                         }
                     }
                 }

@@ -35,9 +35,18 @@ TT_CLONES static void bias_relu_row(float *restrict y, const float *restrict b, 
     if (relu) VEC for (int j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
 }
 
-TT_CLONES static void relu_mask_run(const float *restrict g, const float *restrict y,
-                                    float *restrict gp, size_t n) {
-    VEC for (size_t i = 0; i < n; i++) gp[i] = y[i] > 0.0f ? g[i] : 0.0f;
+/* gp = g * [y > 0] for one row piece, and db += gp if db (the bias gradient's next term) */
+TT_CLONES static void relu_mask_row(const float *restrict g, const float *restrict y,
+                                    float *restrict gp, float *restrict db, int n) {
+    if (db) {
+        VEC for (int j = 0; j < n; j++) {
+            float v = y[j] > 0.0f ? g[j] : 0.0f;
+            gp[j] = v;
+            db[j] += v;
+        }
+    } else {
+        VEC for (int j = 0; j < n; j++) gp[j] = y[j] > 0.0f ? g[j] : 0.0f;
+    }
 }
 
 /* db[j] += g[j] for one row: per column, one more term of its sum over rows in order */
@@ -45,15 +54,16 @@ TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n
     VEC for (int j = 0; j < n; j++) db[j] += g[j];
 }
 
-/* The three loops below split between threads with tt_parallel_for; their ranges are
- * rows (epilogue), chunks (relu_mask) and column blocks (bias_grad). */
+/* The loops below split between threads with tt_parallel_for: rows (epilogue), column
+ * blocks (backward_pre). */
 typedef struct loop_args {
-    float *y;               /* epilogue: y [M, N]; relu_mask: gp; bias_grad: db */
-    const float *b, *g;     /* the bias; G (relu_mask), Gp (bias_grad)          */
-    const float *yr;        /* relu_mask: the output y                          */
+    float *y;           /* epilogue: y [M, N]; backward: Gp (relu)          */
+    float *db;          /* backward: the bias gradient, or NULL             */
+    const float *b;     /* epilogue: the bias, or NULL                      */
+    const float *g;     /* backward: G                                      */
+    const float *yr;    /* backward: the output y (relu)                    */
     bool relu;
     int M, N;
-    size_t n;               /* relu_mask: elements                              */
 } loop_args;
 
 /* y[r][:] = act(y[r][:] + b) for rows [r0, r1) */
@@ -67,35 +77,31 @@ static void epilogue(float *y, const float *b, bool relu, int M, int N) {
     tt_parallel_for(M, tt_loop_threads((size_t)M * N, PAR_MIN, M), epilogue_rows, &a);
 }
 
-/* Gp = G * [y > 0] into gp (the ReLU's backward), in chunks. */
-#define CHUNK 16384
-static void relu_mask_chunks(void *ctx, long c0, long c1) {
-    const loop_args *a = ctx;
-    for (long c = c0; c < c1; c++) {
-        size_t o = (size_t)c * CHUNK, len = a->n - o < CHUNK ? a->n - o : CHUNK;
-        relu_mask_run(a->g + o, a->yr + o, a->y + o, len);
-    }
-}
-
-static void relu_mask(const float *g, const float *y, float *gp, size_t n) {
-    loop_args a = {.y = gp, .g = g, .yr = y, .n = n};
-    long nch = (long)((n + CHUNK - 1) / CHUNK);
-    tt_parallel_for(nch, tt_loop_threads(n, PAR_MIN, nch), relu_mask_chunks, &a);
-}
-
-/* db[j] += sum over rows r = 0..M-1 of gp[r][j]; column blocks split between threads. */
-static void bias_grad_blocks(void *ctx, long k0, long k1) {
+/* Column blocks [k0, k1) of the backward's elementwise part, rows in order:
+ *   relu:  Gp = G * [y > 0]   and, with a bias, db += column sums of Gp (one pass)
+ *   else:  db += column sums of G                                              */
+static void backward_pre_blocks(void *ctx, long k0, long k1) {
     const loop_args *a = ctx;
     for (long blk = k0; blk < k1; blk++) {
         int j0 = (int)blk * COL_BLOCK, len = j0 + COL_BLOCK < a->N ? COL_BLOCK : a->N - j0;
-        for (int r = 0; r < a->M; r++) add_row(a->y + j0, a->g + (size_t)r * a->N + j0, len);
+        float *db = a->db ? a->db + j0 : NULL;
+        for (int r = 0; r < a->M; r++) {
+            size_t o = (size_t)r * a->N + j0;
+            if (a->relu)
+                relu_mask_row(a->g + o, a->yr + o, a->y + o, db, len);
+            else
+                add_row(db, a->g + o, len);
+        }
     }
 }
 
-static void bias_grad(const float *gp, float *db, int M, int N) {
-    loop_args a = {.y = db, .g = gp, .M = M, .N = N};
+/* gp (relu) and db (bias, may be NULL) from g = dL/dy; see backward_pre_blocks */
+static void backward_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
+                         int N) {
+    if (!relu && !db) return;
+    loop_args a = {.y = gp, .db = db, .g = g, .yr = y, .relu = relu, .M = M, .N = N};
     int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
-    tt_parallel_for(nblk, tt_loop_threads((size_t)M * N, PAR_MIN, nblk), bias_grad_blocks, &a);
+    tt_parallel_for(nblk, tt_loop_threads((size_t)M * N, PAR_MIN, nblk), backward_pre_blocks, &a);
 }
 
 /* Saved in node->i. */
@@ -106,19 +112,15 @@ static void affine_backward(tt_node *n) {
     int M = n->i[I_M], K = n->i[I_IN], N = n->i[I_OUT];
     bool relu = n->i[I_RELU];
     const float *g = n->out->grad;
-    float *gp = NULL;
-    if (relu) {
-        gp = tt_arena_grad_alloc((size_t)M * N);
-        relu_mask(g, n->out->data, gp, (size_t)M * N);
-        g = gp;
-    }
+    float *gp = relu ? tt_arena_grad_alloc((size_t)M * N) : NULL;
+    float *gb = b ? tt_grad_acc(b) : NULL;
+    backward_pre(g, n->out->data, relu, gp, gb, M, N);
+    if (relu) g = gp;
     bool fresh;
     float *gx = tt_grad_acc_fresh(x, &fresh);
     if (gx) tt_gemm(false, false, M, K, N, 1.0f, g, N, w->data, K, fresh ? 0.0f : 1.0f, gx, K);
     float *gw = tt_grad_acc_fresh(w, &fresh);
     if (gw) tt_gemm(true, false, N, K, M, 1.0f, g, N, x->data, K, fresh ? 0.0f : 1.0f, gw, K);
-    float *gb = b ? tt_grad_acc(b) : NULL;
-    if (gb) bias_grad(g, gb, M, N);
     if (gp) tt_arena_grad_free(gp, (size_t)M * N);
 }
 
