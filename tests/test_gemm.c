@@ -290,6 +290,43 @@ static void check_direct_operands(const char *kernel) {
 START_TEST(test_gemm_direct_operands_same_bits) { for_each_kernel(check_direct_operands); }
 END_TEST
 
+/* tt_gemm_bias (bias and ReLU applied by the micro-kernel as it stores a tile, on the
+ * last k slice only) equals tt_gemm followed by the separate pass x + b, x > 0 ? x : 0,
+ * bit for bit: every layout, ragged tiles, three k slices, the small-product and K = 0
+ * paths, beta != 0, and a NaN row of A (its ReLU is 0, as the select gives). */
+static void check_bias_epilogue(const char *kernel) {
+    tt_rng r;
+    tt_rng_seed(&r, 13);
+    static const int sz[][3] = {{100, 70, 45}, {40, 36, 1000}, {5, 3, 7}, {30, 20, 0}};
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int t = 0; t < 8; t++) {
+            bool ta = t & 1, tb = t & 2, relu = t & 4;
+            const int M = sz[s][0], N = sz[s][1], K = sz[s][2];
+            mat A = ta ? mat_new(K, M, 1, &r) : mat_new(M, K, 1, &r);
+            mat B = tb ? mat_new(N, K, 1, &r) : mat_new(K, N, 1, &r);
+            if (K > 0) A.v[ta ? 3 : 3 * (size_t)A.ld] = NAN; /* poisons row 3 of C */
+            float *bias = malloc(sizeof(float) * N), *c1 = malloc(sizeof(float) * M * N),
+                  *c2 = malloc(sizeof(float) * M * N);
+            for (int j = 0; j < N; j++) bias[j] = 2.0f * tt_rng_uniform(&r) - 1.0f;
+            for (int i = 0; i < M * N; i++) c1[i] = c2[i] = tt_rng_uniform(&r);
+            tt_gemm(ta, tb, M, N, K, 1.5f, A.v, A.ld, B.v, B.ld, 0.5f, c1, N);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float x = c1[(size_t)i * N + j] + bias[j];
+                    c1[(size_t)i * N + j] = relu ? (x > 0.0f ? x : 0.0f) : x;
+                }
+            tt_gemm_bias(ta, tb, M, N, K, 1.5f, A.v, A.ld, B.v, B.ld, 0.5f, c2, N, bias, relu);
+            ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * N) == 0,
+                          "%s: %c%c M=%d N=%d K=%d relu=%d: tt_gemm_bias differs from tt_gemm "
+                          "then bias%s", kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, relu,
+                          relu ? " and ReLU" : "");
+            free(A.v), free(B.v), free(bias), free(c1), free(c2);
+        }
+}
+
+START_TEST(test_gemm_bias_epilogue_same_bits) { for_each_kernel(check_bias_epilogue); }
+END_TEST
+
 START_TEST(test_gemm_env_selects_kernel) {
     /* TT_GEMM is read when the kernel is (re)chosen; unknown names fall back to auto */
     setenv("TT_GEMM", "generic", 1);
@@ -329,6 +366,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_bit_identical_1_and_2_threads);
     tcase_add_test(tc, test_gemm_narrow_tile_same_bits);
     tcase_add_test(tc, test_gemm_direct_operands_same_bits);
+    tcase_add_test(tc, test_gemm_bias_epilogue_same_bits);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
     suite_add_tcase(s, tc);

@@ -57,11 +57,14 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 /* A micro-kernel multiplies an MR x kc panel of A (a[k*as + r]) by a kc x NR sliver of B
  * (b[k*bs + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
  *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)
+ * then, if bias (the tile's first column's bias), C[r][j] += bias[j], and if relu,
+ * C = max(C, 0): the epilogue of the last k slice of tt_gemm_bias.
  * Packed operands have as = MR and bs = NR; the driver also passes operands that are
  * already laid out that way in the caller's matrix with their row stride (see
  * gemm_packed: "direct" operands). All MR x NR values must be readable. */
 typedef void (*ukernel_fn)(int kc, const float *a, size_t as, const float *b, size_t bs,
-                           float *c, size_t ldc, int m, int n, float alpha, float beta);
+                           float *c, size_t ldc, int m, int n, float alpha, float beta,
+                           const float *bias, bool relu);
 /* Pack one MR-row panel of op(A) (rows m <= MR, kc columns) / one NR-column sliver of
  * op(B) (kc rows, n <= NR columns). src points at the panel's first element of op(X). */
 typedef void (*pack_fn)(bool trans, int mn, int kc, const float *src, size_t ld, float *dst);
@@ -148,7 +151,8 @@ enum { GEN_MR = 4, GEN_NR = 8 };
 
 static void ukernel_generic(int kc, const float *restrict a, size_t as,
                             const float *restrict b, size_t bs, float *restrict c, size_t ldc,
-                            int m, int n, float alpha, float beta) {
+                            int m, int n, float alpha, float beta, const float *bias,
+                            bool relu) {
     float acc[GEN_MR][GEN_NR] = {{0}};
     for (int k = 0; k < kc; k++, a += as, b += bs)
 #pragma GCC unroll 4
@@ -159,7 +163,9 @@ static void ukernel_generic(int kc, const float *restrict a, size_t as,
         float *cr = c + r * ldc;
         for (int j = 0; j < n; j++) {
             float x = alpha * acc[r][j];
-            cr[j] = beta == 0.0f ? x : x + beta * cr[j];
+            x = beta == 0.0f ? x : x + beta * cr[j];
+            if (bias) x = x + bias[j];
+            cr[j] = relu && !(x > 0.0f) ? 0.0f : x;
         }
     }
 }
@@ -192,7 +198,8 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
                                                            const float *restrict a, size_t as,
                                                            const float *restrict b, size_t bs,
                                                            float *restrict c, size_t ldc, int m,
-                                                           int n, float alpha, float beta) {
+                                                           int n, float alpha, float beta,
+                                                           const float *bias, bool relu) {
     const int NR = 16 * NV;
     __m512 acc[A5_MR][A5_NV];
 #pragma GCC unroll 16
@@ -255,33 +262,33 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
                 if (beta != 1.0f) old = _mm512_mul_ps(vb, old);
                 x = _mm512_fmadd_ps(va, acc[r][v], old);
             }
+            if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], bias + 16 * v));
+            if (relu) x = _mm512_max_ps(x, _mm512_setzero_ps()); /* (NaN -> 0, as x > 0 ? x : 0) */
             _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
         }
     }
 }
 
+/* The four instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
-                                         const float *restrict b, size_t bs, float *restrict c,
-                                         size_t ldc, int m, int n, float alpha, float beta) {
-    ukernel_avx512_tpl(A5_NV, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(A5_NV, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
 }
 TARGET_AVX512 static void ukernel_avx512_arows(int kc, const float *restrict a, size_t as,
-                                               const float *restrict b, size_t bs,
-                                               float *restrict c, size_t ldc, int m, int n,
-                                               float alpha, float beta) {
-    ukernel_avx512_tpl(A5_NV, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(A5_NV, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
 }
 TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
-                                             const float *restrict b, size_t bs,
-                                             float *restrict c, size_t ldc, int m, int n,
-                                             float alpha, float beta) {
-    ukernel_avx512_tpl(1, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(1, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict a, size_t as,
-                                                   const float *restrict b, size_t bs,
-                                                   float *restrict c, size_t ldc, int m, int n,
-                                                   float alpha, float beta) {
-    ukernel_avx512_tpl(1, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta);
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(1, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -469,7 +476,8 @@ enum { A2_MR = 6, A2_NR = 16 };
 
 TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
                                      const float *restrict b, size_t bs, float *restrict c,
-                                     size_t ldc, int m, int n, float alpha, float beta) {
+                                     size_t ldc, int m, int n, float alpha, float beta,
+                                     const float *bias, bool relu) {
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -503,6 +511,8 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
                     if (beta != 1.0f) old = _mm256_mul_ps(vb, old);
                     x = _mm256_fmadd_ps(va, acc[r][v], old);
                 }
+                if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + 8 * v));
+                if (relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
                 _mm256_storeu_ps(cr + 8 * v, x);
             }
         }
@@ -519,10 +529,13 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
     for (int r = 0; r < m; r++) {
         float *cr = c + r * ldc;
         for (int j = 0; j < n; j++) {
+            float x;
             if (beta == 0.0f)
-                cr[j] = alpha * t[r][j];
+                x = alpha * t[r][j];
             else
-                cr[j] = fmaf(alpha, t[r][j], beta == 1.0f ? cr[j] : beta * cr[j]);
+                x = fmaf(alpha, t[r][j], beta == 1.0f ? cr[j] : beta * cr[j]);
+            if (bias) x = x + bias[j];
+            cr[j] = relu && !(x > 0.0f) ? 0.0f : x;
         }
     }
 }
@@ -790,6 +803,8 @@ typedef struct gemm_job {
     float alpha, beta;
     const float *A, *B;
     float *C;
+    const float *bias; /* tt_gemm_bias's epilogue (NULL, false: none) */
+    bool relu;
     size_t lda, ldb, ldc;
     int m_units, nbm, nbn, block_rows; /* row blocks x column splits (see gemm_packed) */
     float *bbuf;                       /* the packed B panel, shared                  */
@@ -800,7 +815,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt);
 
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
-                        float *C, size_t ldc, int nthreads) {
+                        float *C, size_t ldc, const float *bias, bool relu, int nthreads) {
     const int MR = kr->mr, NR = kr->nr, KC = kr->kc;
     const int NC = imin(kr->nc, ceil_div(N, NR) * NR);
 
@@ -832,7 +847,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     const bool direct_b = !tb && ldb <= DIRECT_MAX_LD;
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
-                          lda, ldb, ldc, m_units, nbm, nbn, block_rows,
+                          bias, relu, lda, ldb, ldc, m_units, nbm, nbn, block_rows,
                           pack_buf_get(&tls_b, (size_t)KC * NC), &bar};
     /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
     if (nthreads > 1) {
@@ -864,6 +879,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
             for (int pc = 0; pc < K; pc += KC) {
                 int kc = imin(KC, K - pc);
                 float bet = pc == 0 ? beta : 1.0f;
+                const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
                 /* this thread's share of the B slivers (a contiguous range) */
                 for (int s = (int)((long long)t * n_slivers / nt),
                          s_end = (int)((long long)(t + 1) * n_slivers / nt);
@@ -900,7 +916,8 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                             (da && !ta ? kr->ukernel_arows : kr->ukernel)(
                                 kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
                                 da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
-                                imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet);
+                                imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet,
+                                last && g->bias ? g->bias + j : NULL, last && g->relu);
                         }
                     }
                 }
@@ -946,8 +963,21 @@ static void gemm_small(bool ta, bool tb, int M, int N, int K, float alpha, const
 #define GEMM_PAR_MIN (1LL << 21)
 #define GEMM_SMALL (32LL * 32 * 32)
 
-void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+/* C[i][j] = act(C[i][j] + bias[j]) row by row: tt_gemm_bias's epilogue where the
+ * micro-kernels do not apply it (small products, K == 0). */
+static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias, bool relu) {
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        for (int j = 0; j < N; j++) {
+            float x = bias ? ci[j] + bias[j] : ci[j];
+            ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
+        }
+    }
+}
+
+static void gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                    const float *bias, bool relu) {
     tt_src here = {__FILE__, __LINE__};
     if (M < 0 || N < 0 || K < 0)
         tt_error_at(here, "gemm", "negative size M=%d N=%d K=%d", M, N, K);
@@ -967,12 +997,14 @@ void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
             float *ci = C + (size_t)i * ldc;
             for (int j = 0; j < N; j++) ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
         }
+        if (bias || relu) bias_act_rows(C, (size_t)ldc, M, N, bias, relu);
         return;
     }
     long long work = (long long)M * N * K;
     if (work < GEMM_SMALL || M < 2 || N < 2) {
         gemm_small(trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C,
                    (size_t)ldc);
+        if (bias || relu) bias_act_rows(C, (size_t)ldc, M, N, bias, relu);
         return;
     }
     int nthreads = 1;
@@ -991,6 +1023,17 @@ void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
 #if GEMM_X86
     if (k == K_AVX512 && N <= 16) kr = &g_avx512_n16;
 #endif
-    gemm_packed(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B,
-                (size_t)ldb, beta, C, (size_t)ldc, nthreads);
+    gemm_packed(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C,
+                (size_t)ldc, bias, relu, nthreads);
+}
+
+void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm_ex(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, false);
+}
+
+void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                  const float *bias, bool relu) {
+    gemm_ex(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, relu);
 }

@@ -33,6 +33,14 @@
 void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* tt_gemm followed by C[i][j] = act(C[i][j] + bias[j]) (bias may be NULL; act = ReLU if
+ * relu, else none), applied by the micro-kernel to the tile it is about to store, so C is
+ * written once: the forward of a Linear (+ ReLU) layer. The same bits as tt_gemm then a
+ * separate pass (x + b, then x > 0 ? x : 0, NaN giving 0). */
+void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                  const float *bias, bool relu);
+
 /* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
 const char *tt_gemm_kernel(void);
 

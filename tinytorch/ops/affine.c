@@ -5,9 +5,9 @@
  *
  * with x [..., in] (leading axes flattened into M rows), W [out, in], b [out] or NULL.
  * The same numbers as tt_matmul_nt, tt_add and tt_relu in a row, bit for bit, but one
- * tape node and one output tensor instead of three: the product is written by tt_gemm
- * and the bias (and the ReLU) are applied in one pass over it while it is still fresh
- * in cache, and the backward needs only the output. For the MoE experts of the benchmark
+ * tape node and one output tensor instead of three: tt_gemm_bias adds the bias (and
+ * applies the ReLU) to each tile of the product as the micro-kernel stores it, so y is
+ * written once, and the backward needs only the output. For the MoE experts of the benchmark
  * models that is two [rows, 4 x dim] activations per expert fewer kept for the backward.
  *
  * Backward, with G = dL/dy [M, out]:
@@ -28,14 +28,8 @@
 #define COL_BLOCK 64
 
 /* The elementwise kernels: vectorised (VEC, TT_CLONES; a scalar select compiles to a
- * branch that mispredicts on every other element of random-signed data). */
-TT_CLONES static void bias_relu_row(float *restrict y, const float *restrict b, bool relu,
-                                    int n) {
-    if (b) VEC for (int j = 0; j < n; j++) y[j] += b[j];
-    if (relu) VEC for (int j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
-}
-
-/* gp = g * [y > 0] for one row piece, and db += gp if db (the bias gradient's next term) */
+ * branch that mispredicts on every other element of random-signed data).
+ * gp = g * [y > 0] for one row piece, and db += gp if db (the bias gradient's next term) */
 TT_CLONES static void relu_mask_row(const float *restrict g, const float *restrict y,
                                     float *restrict gp, float *restrict db, int n) {
     if (db) {
@@ -54,28 +48,15 @@ TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n
     VEC for (int j = 0; j < n; j++) db[j] += g[j];
 }
 
-/* The loops below split between threads with tt_parallel_for: rows (epilogue), column
- * blocks (backward_pre). */
+/* The backward's elementwise loop, split between threads by column blocks. */
 typedef struct loop_args {
-    float *y;           /* epilogue: y [M, N]; backward: Gp (relu)          */
-    float *db;          /* backward: the bias gradient, or NULL             */
-    const float *b;     /* epilogue: the bias, or NULL                      */
-    const float *g;     /* backward: G                                      */
-    const float *yr;    /* backward: the output y (relu)                    */
+    float *y;           /* Gp (relu)                      */
+    float *db;          /* the bias gradient, or NULL     */
+    const float *g;     /* G                              */
+    const float *yr;    /* the output y (relu)            */
     bool relu;
     int M, N;
 } loop_args;
-
-/* y[r][:] = act(y[r][:] + b) for rows [r0, r1) */
-static void epilogue_rows(void *ctx, long r0, long r1) {
-    const loop_args *a = ctx;
-    for (long r = r0; r < r1; r++) bias_relu_row(a->y + (size_t)r * a->N, a->b, a->relu, a->N);
-}
-
-static void epilogue(float *y, const float *b, bool relu, int M, int N) {
-    loop_args a = {.y = y, .b = b, .relu = relu, .M = M, .N = N};
-    tt_parallel_for(M, tt_loop_threads((size_t)M * N, PAR_MIN, M), epilogue_rows, &a);
-}
 
 /* Column blocks [k0, k1) of the backward's elementwise part, rows in order:
  *   relu:  Gp = G * [y > 0]   and, with a bias, db += column sums of Gp (one pass)
@@ -145,9 +126,8 @@ static tt_tensor *affine(bool relu, tt_tensor *x, tt_tensor *w, tt_tensor *b, tt
     for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = N;
     tt_tensor *y = tt_tmp(TT_F32, x->ndim, shape);
-    tt_gemm(false, true, M, N, K, 1.0f, x->data, K ? K : 1, w->data, K ? K : 1, 0.0f, y->data,
-            N ? N : 1);
-    if (b || relu) epilogue(y->data, b ? b->data : NULL, relu, M, N);
+tt_gemm_bias(false, true, M, N, K, 1.0f, x->data, K ? K : 1, w->data, K ? K : 1, 0.0f,
+                 y->data, N ? N : 1, b ? b->data : NULL, relu);
 
     tt_tensor *in[3] = {x, w, b};
     tt_node *node = tt_record(op, affine_backward, y, b ? 3 : 2, in, src);
