@@ -271,6 +271,34 @@ TT_CLONES static float dot_row(const float *restrict a, const float *restrict b,
     return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
 }
 
+/* The combine's forward or backward over tokens, as its range function sees it (tokens
+ * split between threads by tt_parallel_for; each pair (n, k) is token n's). */
+typedef struct combine_job {
+    const int32_t *busy_of, *row_of; /* [N * K]                                     */
+    tt_tensor *const *ys;            /* the busy experts' outputs                   */
+    const float *w;                  /* the weights [N, K]                          */
+    const float *g;                  /* backward: dL/dout [N, dim]                  */
+    float *out;                      /* forward: out [N, dim]; backward: dL/dw      */
+    float *const *gy;                /* backward: the experts' gradients (or NULL)  */
+    int K, dim;
+} combine_job;
+
+/* backward, tokens [n0, n1) */
+static void combine_backward_tokens(void *ctx, long n0, long n1) {
+    const combine_job *cj = ctx;
+    const int K = cj->K, dim = cj->dim;
+    float *gw = cj->out;
+    for (long n = n0; n < n1; n++) {
+        const float *gn = cj->g + (size_t)n * dim;
+        for (int k = 0; k < K; k++) {
+            size_t p = (size_t)n * K + k, off = (size_t)cj->row_of[p] * dim;
+            int b = cj->busy_of[p];
+            if (gw) gw[p] += dot_row(gn, cj->ys[b]->data + off, dim);
+            if (cj->gy[b]) axpy_row(cj->gy[b] + off, cj->w[p], gn, dim);
+        }
+    }
+}
+
 static void combine_backward(tt_node *nd) {
     const combine_ctx *c = nd->ctx;
     tt_tensor *w = nd->in[0];
@@ -280,17 +308,22 @@ static void combine_backward(tt_node *nd) {
     bool any = gw != NULL;
     for (int b = 0; b < nb; b++) any |= (gy[b] = tt_grad_acc(nd->in[1 + b])) != NULL;
     if (!any) return;
-    const float *g = nd->out->grad;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)N * K * dim >= COMBINE_PAR_MIN)
-#endif
-    for (int n = 0; n < N; n++) {
-        const float *gn = g + (size_t)n * dim;
+    combine_job cj = {c->busy_of, c->row_of, nd->in + 1, w->data, nd->out->grad, gw, gy, K, dim};
+    tt_parallel_for(N, tt_loop_threads((size_t)N * K * dim, COMBINE_PAR_MIN, N),
+                    combine_backward_tokens, &cj);
+}
+
+/* forward, tokens [n0, n1) */
+static void combine_tokens(void *ctx, long n0, long n1) {
+    const combine_job *cj = ctx;
+    const int K = cj->K, dim = cj->dim;
+    for (long n = n0; n < n1; n++) {
+        float *o = cj->out + (size_t)n * dim;
+        for (int j = 0; j < dim; j++) o[j] = 0.0f;
         for (int k = 0; k < K; k++) {
-            size_t p = (size_t)n * K + k, off = (size_t)c->row_of[p] * dim;
-            int b = c->busy_of[p];
-            if (gw) gw[p] += dot_row(gn, nd->in[1 + b]->data + off, dim);
-            if (gy[b]) axpy_row(gy[b] + off, w->data[p], gn, dim);
+            size_t p = (size_t)n * K + k;
+            const float *y = cj->ys[cj->busy_of[p]]->data + (size_t)cj->row_of[p] * dim;
+            axpy_row(o, cj->w[p], y, dim);
         }
     }
 }
@@ -301,17 +334,10 @@ static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *b
     const int dim = nb ? ys[0]->shape[1] : 0;
     TT_ASSERT(nb >= 1);
     tt_tensor *out = tt_tmp(TT_F32, TT_SHAPE(N, dim));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)N * K * dim >= COMBINE_PAR_MIN)
-#endif
-    for (int n = 0; n < N; n++) {
-        float *o = out->data + (size_t)n * dim;
-        for (int j = 0; j < dim; j++) o[j] = 0.0f;
-        for (int k = 0; k < K; k++) {
-            size_t p = (size_t)n * K + k;
-            axpy_row(o, w->data[p], ys[busy_of[p]]->data + (size_t)row_of[p] * dim, dim);
-        }
-    }
+    combine_job cj = {.busy_of = busy_of, .row_of = row_of, .ys = ys, .w = w->data,
+                      .out = out->data, .K = K, .dim = dim};
+    tt_parallel_for(N, tt_loop_threads((size_t)N * K * dim, COMBINE_PAR_MIN, N), combine_tokens,
+                    &cj);
     tt_tensor **in = tt_arena_alloc((size_t)(nb + 1) * sizeof *in);
     in[0] = w;
     for (int b = 0; b < nb; b++) in[1 + b] = ys[b];

@@ -31,10 +31,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 
 /* Query rows per block. */
 #define RB 32
@@ -508,27 +504,36 @@ static void backward_bh(const att_geom *g, const float *q, const float *k, const
     }
 }
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-#ifdef _OPENMP
 static long long total_work(const att_geom *g) {
     return (long long)g->B * g->H * g->T * g->S * (g->D + g->Dv);
 }
-#endif
+
+/* The forward or the backward over the (b, h) pairs as its range function sees it; the
+ * pairs are split between threads by tt_parallel_for. */
+typedef struct att_job {
+    const att_geom *g;
+    const float *q, *k, *v;   /* v: k's data when k holds the values too         */
+    float *o;                 /* the output (written by the forward)             */
+    const float *go;          /* backward: dL/dO                                 */
+    float *P;                 /* the saved P of every (b, h), or NULL (not kept) */
+    float *gq, *gk, *gv;      /* backward: gradient buffers, any may be NULL     */
+    size_t per;               /* floats of scratch for one range                 */
+} att_job;
+
+/* backward of pairs [bh0, bh1); the scratch is the range's own (one per thread) */
+static void backward_range(void *ctx, long bh0, long bh1) {
+    const att_job *j = ctx;
+    const att_geom *g = j->g;
+    float *w = tt_xmalloc(j->per * sizeof(float));
+    for (long bh = bh0; bh < bh1; bh++) {
+        const int b = (int)bh / g->H, h = (int)bh % g->H;
+        if (g->vec)
+            backward_bh_v(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h);
+        else
+            backward_bh(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h);
+    }
+    free(w);
+}
 
 static void attention_backward(tt_node *n) {
     const att_ctx *c = n->ctx;
@@ -536,22 +541,27 @@ static void attention_backward(tt_node *n) {
     tt_tensor *tq = n->in[0], *tk = n->in[1], *tv = n->n_in == 3 ? n->in[2] : n->in[1];
     float *gq = tt_grad_acc(tq), *gk = tt_grad_acc(tk), *gv = tt_grad_acc(tv);
     if (!gq && !gk && !gv) return;
-    const int nt = max_threads(), nbh = g->B * g->H;
-    const size_t per = g->vec ? scratch_v(g) : (size_t)RB * g->S;
-    float *scratch = tt_arena_alloc((size_t)nt * per * sizeof(float));
-    const float *go = n->out->grad;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (nbh > 1 && total_work(g) >= PAR_MIN_WORK)
-#endif
-    for (int bh = 0; bh < nbh; bh++) {
-        float *w = scratch + (size_t)thread_id() * per;
+    const int nbh = g->B * g->H;
+    att_job j = {g, tq->data, tk->data, tv->data, n->out->data, n->out->grad, c->P,
+                 gq, gk, gv, g->vec ? scratch_v(g) : (size_t)RB * g->S};
+    tt_parallel_for(nbh, tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh),
+                    backward_range, &j);
+}
+
+/* forward of pairs [bh0, bh1); the scratch (if any) is the range's own */
+static void forward_range(void *ctx, long bh0, long bh1) {
+    const att_job *j = ctx;
+    const att_geom *g = j->g;
+    float *w = j->per ? tt_xmalloc(j->per * sizeof(float)) : NULL;
+    for (long bh = bh0; bh < bh1; bh++) {
+        const int b = (int)bh / g->H, h = (int)bh % g->H;
+        float *Pbh = j->P ? j->P + (size_t)bh * g->psz : w + (g->vec ? scratch_v(g) : 0);
         if (g->vec)
-            backward_bh_v(g, tq->data, tk->data, tv->data, n->out->data, go, c->P, gq, gk, gv,
-                          w, bh / g->H, bh % g->H);
+            forward_bh_v(g, j->q, j->k, j->v, j->o, b, h, Pbh, j->P != NULL, w);
         else
-            backward_bh(g, tq->data, tk->data, tv->data, n->out->data, go, c->P, gq, gk, gv, w,
-                        bh / g->H, bh % g->H);
+            forward_bh(g, j->q, j->k, j->v, j->o, b, h, Pbh, j->P != NULL);
     }
+    free(w);
 }
 
 /* The op proper, once the geometry is known and checked. */
@@ -560,30 +570,20 @@ static tt_tensor *attention(att_geom *g, tt_tensor *q, tt_tensor *k, tt_tensor *
     tt_tensor *out = tt_tmp(TT_F32, out_nd, out_shape);
     tt_tensor *in[3] = {q, k, v};
     const int n_in = v ? 3 : 2;
-    const float *vdata = v ? v->data : k->data;
-    const int nt = max_threads(), nbh = g->B * g->H;
+    const int nbh = g->B * g->H;
     const bool keep = tt_needs_grad(n_in, in);
     g->vec = g->D > 0 && g->Dv > 0 && g->D % VL == 0 && g->Dv % VL == 0;
     const char *force = getenv("TT_ATTN");
     if (force && !strcmp(force, "gemm")) g->vec = false;
     g->psz = g->vec ? p_size_v(g) : p_size(g);
-    /* per thread: the P of one block when it is not kept, and the vector path's Q^T */
+    /* per range: the P of one block when it is not kept, and the vector path's Q^T */
     const size_t pblk = (size_t)RB * g->S;
     const size_t per = (keep ? 0 : pblk) + (g->vec ? scratch_v(g) : 0);
     float *P = keep ? tt_arena_alloc((size_t)nbh * g->psz * sizeof(float)) : NULL;
-    float *scratch = per ? tt_arena_alloc((size_t)nt * per * sizeof(float)) : NULL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (nbh > 1 && total_work(g) >= PAR_MIN_WORK)
-#endif
-    for (int bh = 0; bh < nbh; bh++) {
-        float *w = scratch ? scratch + (size_t)thread_id() * per : NULL;
-        float *Pbh = keep ? P + (size_t)bh * g->psz : w + (g->vec ? scratch_v(g) : 0);
-        if (g->vec)
-            forward_bh_v(g, q->data, k->data, vdata, out->data, bh / g->H, bh % g->H, Pbh, keep,
-                         w);
-        else
-            forward_bh(g, q->data, k->data, vdata, out->data, bh / g->H, bh % g->H, Pbh, keep);
-    }
+    att_job j = {.g = g, .q = q->data, .k = k->data, .v = v ? v->data : k->data,
+                 .o = out->data, .P = P, .per = per};
+    tt_parallel_for(nbh, tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh),
+                    forward_range, &j);
     tt_node *node = tt_record("attention", attention_backward, out, n_in, in, src);
     if (node) {
         att_ctx *c = tt_arena_alloc(sizeof *c);

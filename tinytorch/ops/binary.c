@@ -293,6 +293,28 @@ static void backward_generic(binop op, const bcast *bc, int which, const float *
 }
 
 /* ---- forward and backward --------------------------------------------------------------------- */
+/* One loop of forward / backward_rows / backward_bcast as its range function sees it. */
+typedef struct bin_job {
+    binop op;
+    const bcast *bc;
+    int which;              /* the side whose gradient is computed (0: a, 1: b) */
+    const float *g, *a, *b; /* g: the output's gradient (backward)              */
+    float *out;             /* c (forward) or gx                                */
+    size_t n;               /* output elements                                  */
+} bin_job;
+
+/* c = a op b for rows [r0, r1) of the plan */
+static void forward_rows(void *ctx, long r0, long r1) {
+    const bin_job *j = ctx;
+    const bcast *bc = j->bc;
+    for (long r = r0; r < r1; r++) {
+        float as = 0.0f, bs = 0.0f;
+        const float *ar = side_row(bc, 0, j->a, (size_t)r, &as);
+        const float *br = side_row(bc, 1, j->b, (size_t)r, &bs);
+        fwd_row(j->op, ar, as, br, bs, j->out + (size_t)r * bc->C, row_len(bc, j->n, (size_t)r));
+    }
+}
+
 static void forward(binop op, const bcast *bc, const float *a, const float *b, float *c,
                     size_t n) {
     if (bc->pat == P_GENERIC) {
@@ -300,14 +322,21 @@ static void forward(binop op, const bcast *bc, const float *a, const float *b, f
         return;
     }
     long R = (long)bc->R;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS && R > 1)
-#endif
-    for (long r = 0; r < R; r++) {
+    bin_job j = {.op = op, .bc = bc, .a = a, .b = b, .out = c, .n = n};
+    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), forward_rows, &j);
+}
+
+/* gx += d for rows [r0, r1) of the plan */
+static void grad_rows(void *ctx, long r0, long r1) {
+    const bin_job *j = ctx;
+    const bcast *bc = j->bc;
+    for (long r = r0; r < r1; r++) {
         float as = 0.0f, bs = 0.0f;
-        const float *ar = side_row(bc, 0, a, (size_t)r, &as);
-        const float *br = side_row(bc, 1, b, (size_t)r, &bs);
-        fwd_row(op, ar, as, br, bs, c + (size_t)r * bc->C, row_len(bc, n, (size_t)r));
+        const float *ar = side_row(bc, 0, j->a, (size_t)r, &as);
+        const float *br = side_row(bc, 1, j->b, (size_t)r, &bs);
+        size_t off = (size_t)r * bc->C;
+        bwd_row(j->op, j->which, j->g + off, ar, as, br, bs, j->out + off,
+                row_len(bc, j->n, (size_t)r));
     }
 }
 
@@ -315,49 +344,52 @@ static void forward(binop op, const bcast *bc, const float *a, const float *b, f
 static void backward_rows(binop op, const bcast *bc, int which, const float *g,
                           const float *a, const float *b, float *gx, size_t n) {
     long R = (long)bc->R;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS && R > 1)
-#endif
-    for (long r = 0; r < R; r++) {
-        float as = 0.0f, bs = 0.0f;
-        const float *ar = side_row(bc, 0, a, (size_t)r, &as);
-        const float *br = side_row(bc, 1, b, (size_t)r, &bs);
-        size_t off = (size_t)r * bc->C;
-        bwd_row(op, which, g + off, ar, as, br, bs, gx + off, row_len(bc, n, (size_t)r));
+    bin_job j = {op, bc, which, g, a, b, gx, n};
+    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), grad_rows, &j);
+}
+
+/* tile: gx[j] += sum_r d(r, j), r ascending, for column blocks [k0, k1) */
+static void tile_sum_blocks(void *ctx, long k0, long k1) {
+    const bin_job *j = ctx;
+    const float *full = j->which ? j->a : j->b, *self = j->which ? j->b : j->a;
+    size_t R = j->bc->R, C = j->bc->C;
+    for (long blk = k0; blk < k1; blk++) {
+        size_t j0 = (size_t)blk * COL_BLOCK, len = C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK;
+        for (size_t r = 0; r < R; r++) {
+            const float *fr = full + r * C + j0, *gr = j->g + r * C + j0;
+            const float *ar = j->which ? fr : self + j0, *br = j->which ? self + j0 : fr;
+            bwd_row(j->op, j->which, gr, ar, 0.0f, br, 0.0f, j->out + j0, len);
+        }
     }
+}
+
+/* row: gx[r] += sum_j d(r, j), j ascending, for rows [r0, r1) */
+static void row_sum_rows(void *ctx, long r0, long r1) {
+    const bin_job *j = ctx;
+    const float *full = j->which ? j->a : j->b, *self = j->which ? j->b : j->a;
+    size_t C = j->bc->C;
+    float *gx = j->out;
+    for (long r = r0; r < r1; r++)
+        gx[r] = bwd_sum(j->op, j->which, j->g + (size_t)r * C, full + (size_t)r * C, self[r], C,
+                        gx[r]);
 }
 
 /* The gradient of the broadcast side (tile, row or scalar): sums over the rows / columns
  * it was repeated along, each sum in the serial loop's order. */
 static void backward_bcast(binop op, const bcast *bc, int which, const float *g,
                            const float *a, const float *b, float *gx, size_t n) {
+    bin_job j = {op, bc, which, g, a, b, gx, n};
     const float *full = which ? a : b, *self = which ? b : a;
-    size_t R = bc->R, C = bc->C;
     switch (bc->pat) {
     case P_TILE: {
-        /* gx[j] += sum_r d(r, j), r ascending; tasks are blocks of columns */
-        long nblk = (long)((C + COL_BLOCK - 1) / COL_BLOCK);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS && nblk > 1)
-#endif
-        for (long blk = 0; blk < nblk; blk++) {
-            size_t j0 = (size_t)blk * COL_BLOCK, len = C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK;
-            for (size_t r = 0; r < R; r++) {
-                const float *fr = full + r * C + j0, *gr = g + r * C + j0;
-                const float *ar = which ? fr : self + j0, *br = which ? self + j0 : fr;
-                bwd_row(op, which, gr, ar, 0.0f, br, 0.0f, gx + j0, len);
-            }
-        }
+        /* tasks are blocks of columns */
+        long nblk = (long)((bc->C + COL_BLOCK - 1) / COL_BLOCK);
+        tt_parallel_for(nblk, tt_loop_threads(n, PAR_MIN_ELEMS, nblk), tile_sum_blocks, &j);
         break;
     }
     case P_ROW: {
-        long rows = (long)R;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS && rows > 1)
-#endif
-        for (long r = 0; r < rows; r++)
-            gx[r] = bwd_sum(op, which, g + (size_t)r * C, full + (size_t)r * C, self[r], C,
-                            gx[r]);
+        long rows = (long)bc->R;
+        tt_parallel_for(rows, tt_loop_threads(n, PAR_MIN_ELEMS, rows), row_sum_rows, &j);
         break;
     }
     default: /* scalar: one sum over everything, in order */

@@ -62,35 +62,56 @@ static size_t row_elems(const tt_tensor *t) {
     return r;
 }
 
+/* The parallel loops below split between threads with tt_parallel_for; each range
+ * function sees its loop as one of these. */
+typedef struct idx_job {
+    float *dst;         /* the output (or gradient) written               */
+    const float *src;   /* the rows (or gradient) read                    */
+    const int32_t *idx; /* the index list                                 */
+    int32_t *sel;       /* topk: the selected indices written             */
+    size_t m_rows, row; /* index entries, elements a row                  */
+    size_t E, K;        /* gather / topk: the last axes of x and of idx/y */
+} idx_job;
+
 /* dst[idx[m], :] += rows[m, :] for m in order: repeated indices accumulate in a fixed
  * order. Threads split the columns, never the rows, so every element still receives its
  * terms in the order of m whatever the thread count. */
 #define SCATTER_COLS 64 /* columns per task: a 256-byte strip of each row */
-static void scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
-                             size_t row) {
-    long nblk = (long)((row + SCATTER_COLS - 1) / SCATTER_COLS);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (m_rows * row >= PAR_MIN_ELEMS && nblk > 1)
-#endif
-    for (long blk = 0; blk < nblk; blk++) {
-        size_t c0 = (size_t)blk * SCATTER_COLS, c1 = c0 + SCATTER_COLS < row ? c0 + SCATTER_COLS : row;
-        for (size_t m = 0; m < m_rows; m++) {
-            float *restrict d = dst + (size_t)idx[m] * row;
-            const float *restrict s = rows + m * row;
+static void scatter_add_blocks(void *ctx, long k0, long k1) {
+    const idx_job *j = ctx;
+    const size_t row = j->row;
+    for (long blk = k0; blk < k1; blk++) {
+        size_t c0 = (size_t)blk * SCATTER_COLS;
+        size_t c1 = c0 + SCATTER_COLS < row ? c0 + SCATTER_COLS : row;
+        for (size_t m = 0; m < j->m_rows; m++) {
+            float *restrict d = j->dst + (size_t)j->idx[m] * row;
+            const float *restrict s = j->src + m * row;
             VEC for (size_t c = c0; c < c1; c++) d[c] += s[c];
         }
     }
 }
 
+static void scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
+                             size_t row) {
+    idx_job j = {.dst = dst, .src = rows, .idx = idx, .m_rows = m_rows, .row = row};
+    long nblk = (long)((row + SCATTER_COLS - 1) / SCATTER_COLS);
+    tt_parallel_for(nblk, tt_loop_threads(m_rows * row, PAR_MIN_ELEMS, nblk), scatter_add_blocks,
+                    &j);
+}
+
 /* out[m, :] = x[idx[m], :] (one writer per output row). */
+static void gather_rows_range(void *ctx, long m0, long m1) {
+    const idx_job *j = ctx;
+    for (long m = m0; m < m1; m++)
+        memcpy(j->dst + (size_t)m * j->row, j->src + (size_t)j->idx[m] * j->row,
+               j->row * sizeof(float));
+}
+
 static void gather_rows(float *out, const float *x, const int32_t *idx, size_t m_rows,
                         size_t row) {
-    size_t bytes = row * sizeof(float);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (m_rows * row >= PAR_MIN_ELEMS)
-#endif
-    for (long m = 0; m < (long)m_rows; m++)
-        memcpy(out + (size_t)m * row, x + (size_t)idx[m] * row, bytes);
+    idx_job j = {.dst = out, .src = x, .idx = idx, .m_rows = m_rows, .row = row};
+    tt_parallel_for((long)m_rows, tt_loop_threads(m_rows * row, PAR_MIN_ELEMS, (long)m_rows),
+                    gather_rows_range, &j);
 }
 
 /* ---- embedding ------------------------------------------------------------------------ */
@@ -156,29 +177,41 @@ tt_tensor *tt_index_select_(tt_tensor *x, tt_tensor *idx, tt_src src) {
 /* y = dst; y[idx[m], ...] += src[m, ...]
  *   d dst += g                      (y depends on dst with slope 1 everywhere)
  *   d src[m, ...] += g[idx[m], ...] (an index_select of g)                          */
+
+/* dst[i] += src[i] for elements [i0, i1) */
+static void add_elems(void *ctx, long i0, long i1) {
+    const idx_job *j = ctx;
+    float *restrict d = j->dst;
+    const float *restrict s = j->src;
+    VEC for (long i = i0; i < i1; i++) d[i] += s[i];
+}
+
+/* dst[m, :] += src[idx[m], :] for rows [m0, m1) (one writer per row) */
+static void add_gathered_rows(void *ctx, long m0, long m1) {
+    const idx_job *j = ctx;
+    const size_t row = j->row;
+    for (long m = m0; m < m1; m++) {
+        float *restrict d = j->dst + (size_t)m * row;
+        const float *restrict s = j->src + (size_t)j->idx[m] * row;
+        VEC for (size_t c = 0; c < row; c++) d[c] += s[c];
+    }
+}
+
 static void index_add_backward(tt_node *n) {
     tt_tensor *dst = n->in[0], *idx = n->in[1], *rows = n->in[2];
     const float *g = n->out->grad;
     float *gd = tt_grad_acc(dst);
     if (gd) {
         long size = (long)dst->size;
-#ifdef _OPENMP
-#pragma omp parallel for simd schedule(static) if ((size_t)size >= PAR_MIN_ELEMS)
-#endif
-        for (long i = 0; i < size; i++) gd[i] += g[i];
+        idx_job j = {.dst = gd, .src = g};
+        tt_parallel_for(size, tt_loop_threads((size_t)size, PAR_MIN_ELEMS, size), add_elems, &j);
     }
     float *gs = tt_grad_acc(rows);
     if (gs) {
         size_t row = row_elems(dst), m_rows = idx->size;
-        const int32_t *id = tt_ids(idx);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (m_rows * row >= PAR_MIN_ELEMS)
-#endif
-        for (long m = 0; m < (long)m_rows; m++) {
-            float *restrict d = gs + (size_t)m * row;
-            const float *restrict s = g + (size_t)id[m] * row;
-            VEC for (size_t c = 0; c < row; c++) d[c] += s[c];
-        }
+        idx_job j = {.dst = gs, .src = g, .idx = tt_ids(idx), .m_rows = m_rows, .row = row};
+        tt_parallel_for((long)m_rows, tt_loop_threads(m_rows * row, PAR_MIN_ELEMS, (long)m_rows),
+                        add_gathered_rows, &j);
     }
 }
 
@@ -203,18 +236,26 @@ tt_tensor *tt_index_add_(tt_tensor *dst, tt_tensor *idx, tt_tensor *src_rows, tt
 
 /* ---- gather (last axis) ------------------------------------------------------------------- */
 /* y[r, j] = x[r, idx[r, j]]   =>   dx[r, idx[r, j]] += g[r, j]  (each row r by one thread) */
+static void gather_backward_rows(void *ctx, long r0, long r1) {
+    const idx_job *jb = ctx;
+    const size_t E = jb->E, K = jb->K;
+    for (long r = r0; r < r1; r++) {
+        float *gx = jb->dst + (size_t)r * E;
+        const float *g = jb->src + (size_t)r * K;
+        const int32_t *id = jb->idx + (size_t)r * K;
+        for (size_t j = 0; j < K; j++) gx[id[j]] += g[j];
+    }
+}
+
 static void gather_backward(tt_node *n) {
     tt_tensor *x = n->in[0], *idx = n->in[1];
     float *gx = tt_grad_acc(x);
     if (!gx) return;
-    const float *g = n->out->grad;
-    const int32_t *id = tt_ids(idx);
-    size_t E = (size_t)tt_last_dim(x), K = (size_t)tt_last_dim(idx), rows = tt_rows(idx);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (rows * K >= PAR_MIN_ELEMS)
-#endif
-    for (long r = 0; r < (long)rows; r++)
-        for (size_t j = 0; j < K; j++) gx[(size_t)r * E + id[(size_t)r * K + j]] += g[(size_t)r * K + j];
+    size_t K = (size_t)tt_last_dim(idx), rows = tt_rows(idx);
+    idx_job j = {.dst = gx, .src = n->out->grad, .idx = tt_ids(idx),
+                 .E = (size_t)tt_last_dim(x), .K = K};
+    tt_parallel_for((long)rows, tt_loop_threads(rows * K, PAR_MIN_ELEMS, (long)rows),
+                    gather_backward_rows, &j);
 }
 
 tt_tensor *tt_gather_(tt_tensor *x, tt_tensor *idx, tt_src src) {
@@ -265,6 +306,15 @@ static void topk_row(const float *x, int E, int k, float *val, int32_t *sel) {
     }
 }
 
+/* rows [r0, r1) of the forward (each row by one thread) */
+static void topk_rows(void *ctx, long r0, long r1) {
+    const idx_job *j = ctx;
+    const size_t E = j->E, k = j->K;
+    for (long r = r0; r < r1; r++)
+        topk_row(j->src + (size_t)r * E, (int)E, (int)k, j->dst + (size_t)r * k,
+                 j->sel + (size_t)r * k);
+}
+
 static void topk_backward(tt_node *n) {
     tt_tensor *x = n->in[0];
     float *gx = tt_grad_acc(x);
@@ -290,11 +340,9 @@ tt_tensor *tt_topk_(tt_tensor *x, int k, tt_tensor **indices, tt_src src) {
     tt_tensor *ix = tt_tmp(TT_I32, x->ndim, shape);
     size_t rows = tt_rows(x);
     int32_t *sel = tt_ids(ix);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (x->size >= PAR_MIN_ELEMS)
-#endif
-    for (long r = 0; r < (long)rows; r++)
-        topk_row(x->data + (size_t)r * E, E, k, y->data + (size_t)r * k, sel + (size_t)r * k);
+    idx_job j = {.dst = y->data, .src = x->data, .sel = sel, .E = (size_t)E, .K = (size_t)k};
+    tt_parallel_for((long)rows, tt_loop_threads(x->size, PAR_MIN_ELEMS, (long)rows), topk_rows,
+                    &j);
     tt_tensor *in[1] = {x};
     tt_node *node = tt_record(op, topk_backward, y, 1, in, src);
     if (node) {

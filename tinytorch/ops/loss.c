@@ -81,22 +81,55 @@ TT_CLONES static void row_softmax_acc(const float *restrict x, float m, float ls
     }
 }
 
+/* The forward's and the backward's row loops as their range functions see them (each
+ * row by one thread: tt_parallel_for). */
+typedef struct ce_job {
+    const float *x;           /* logits [R, V]                   */
+    const int32_t *tg;        /* targets [R]                     */
+    int V;
+    float *m, *logs, *loss_r; /* per row, written by the forward */
+    const bool *valid;
+    float *g;                 /* backward: the logits' gradient  */
+    float scale;              /* backward: dL/dL_out / n         */
+} ce_job;
+
+/* backward, rows [r0, r1) */
+static void ce_backward_rows(void *ctx, long r0, long r1) {
+    const ce_job *j = ctx;
+    const int V = j->V;
+    for (long r = r0; r < r1; r++) {
+        if (!j->valid[r]) continue;
+        const float *xr = j->x + (size_t)r * V;
+        float *gr = j->g + (size_t)r * V;
+        row_softmax_acc(xr, j->m[r], j->logs[r], j->scale, gr, V);
+        gr[j->tg[r]] -= j->scale;
+    }
+}
+
 static void ce_backward(tt_node *nd) {
     tt_tensor *x = nd->in[0], *t = nd->in[1];
     float *gx = tt_grad_acc(x);
     const ce_ctx *c = nd->ctx;
     if (!gx || c->n_valid == 0) return;
-    float scale = nd->out->grad[0] / (float)c->n_valid;
-    const int32_t *tg = tt_ids(t);
     int V = tt_last_dim(x);
     long rows = (long)tt_rows(x);
-#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)V >= PAR_MIN_ELEMS)
-    for (long r = 0; r < rows; r++) {
-        if (!c->valid[r]) continue;
-        const float *xr = x->data + (size_t)r * V;
-        float *gr = gx + (size_t)r * V;
-        row_softmax_acc(xr, c->m[r], c->logs[r], scale, gr, V);
-        gr[tg[r]] -= scale;
+    ce_job j = {.x = x->data, .tg = tt_ids(t), .V = V, .m = c->m, .logs = c->logs,
+                .valid = c->valid, .g = gx, .scale = nd->out->grad[0] / (float)c->n_valid};
+    tt_parallel_for(rows, tt_loop_threads((size_t)rows * (size_t)V, PAR_MIN_ELEMS, rows),
+                    ce_backward_rows, &j);
+}
+
+/* forward, rows [r0, r1): the row's max, log-sum and loss */
+static void ce_forward_rows(void *ctx, long r0, long r1) {
+    const ce_job *j = ctx;
+    const int V = j->V;
+    for (long r = r0; r < r1; r++) {
+        const float *xr = j->x + (size_t)r * V;
+        float mr = row_max(xr, V);
+        double s = row_exp_sum(xr, mr, V);
+        j->m[r] = mr;
+        j->logs[r] = (float)log(s);
+        j->loss_r[r] = j->valid[r] ? (float)((double)(mr - xr[j->tg[r]]) + log(s)) : 0.0f;
     }
 }
 
@@ -150,16 +183,10 @@ tt_tensor *tt_cross_entropy_(tt_tensor *logits, tt_tensor *targets, int ignore_i
     float *m = tt_arena_alloc((R ? R : 1) * sizeof(float));
     float *logs = tt_arena_alloc((R ? R : 1) * sizeof(float));
     float *loss_r = tt_arena_alloc((R ? R : 1) * sizeof(float));
-    const float *x = logits->data;
-#pragma omp parallel for schedule(static) if (R * (size_t)V >= PAR_MIN_ELEMS)
-    for (long r = 0; r < (long)R; r++) {
-        const float *xr = x + (size_t)r * V;
-        float mr = row_max(xr, V);
-        double s = row_exp_sum(xr, mr, V);
-        m[r] = mr;
-        logs[r] = (float)log(s);
-        loss_r[r] = valid[r] ? (float)((double)(mr - xr[tg[r]]) + log(s)) : 0.0f;
-    }
+    ce_job j = {.x = logits->data, .tg = tg, .V = V, .m = m, .logs = logs, .loss_r = loss_r,
+                .valid = valid};
+    tt_parallel_for((long)R, tt_loop_threads(R * (size_t)V, PAR_MIN_ELEMS, (long)R),
+                    ce_forward_rows, &j);
     /* the mean in double, rows in order: independent of the thread count */
     double total = 0.0;
     for (size_t r = 0; r < R; r++) total += loss_r[r];

@@ -30,10 +30,6 @@
 
 #include <limits.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 typedef enum { MM_NN, MM_NT, MM_TN } mm_kind;
 static const char *const mm_name[] = {"matmul", "matmul_nt", "matmul_tn"};
 
@@ -65,24 +61,24 @@ typedef struct mm_call {
 /* A leading dimension for tt_gemm: rows of zero length still have stride >= 1. */
 static inline int ld1(size_t ld) { return ld ? (int)ld : 1; }
 
-static void run_batched(int nb, const mm_call *c) {
-    long long work = (long long)c->m * c->n * c->k;
-    /* Enter a parallel region only when it is really parallel: a tt_gemm inside an
-     * inactive (if-false) region is nested (omp_get_level() > 0) and runs on 1 thread. */
-    if (nb > 1 && work < MM_BATCH_PAR_MIN && work * nb >= MM_BATCH_PAR_MIN) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)
-#endif
-        for (int p = 0; p < nb; p++)
-            tt_gemm(c->tx, c->ty, c->m, c->n, c->k, 1.0f, c->x + (size_t)p * c->sx,
-                    ld1(c->ldx), c->y + (size_t)p * c->sy, ld1(c->ldy), c->beta,
-                    c->z + (size_t)p * c->sz, ld1(c->ldz));
-        return;
-    }
-    for (int p = 0; p < nb; p++)
+/* batches [p0, p1) of the mm_call ctx, in order */
+static void gemm_batches(void *ctx, long p0, long p1) {
+    const mm_call *c = ctx;
+    for (long p = p0; p < p1; p++)
         tt_gemm(c->tx, c->ty, c->m, c->n, c->k, 1.0f, c->x + (size_t)p * c->sx, ld1(c->ldx),
                 c->y + (size_t)p * c->sy, ld1(c->ldy), c->beta, c->z + (size_t)p * c->sz,
                 ld1(c->ldz));
+}
+
+static void run_batched(int nb, mm_call *c) {
+    long long work = (long long)c->m * c->n * c->k;
+    /* Batches split between threads only when each is too small for tt_gemm to split but
+     * all of them are worth it. A tt_gemm inside the parallel region is nested
+     * (omp_get_level() > 0) and runs on 1 thread; on one thread (no region at all) each
+     * tt_gemm may split its own product. */
+    int nt = work < MM_BATCH_PAR_MIN ? tt_loop_threads((size_t)(work * nb), MM_BATCH_PAR_MIN, nb)
+                                     : 1;
+    tt_parallel_for(nb, nt, gemm_batches, c);
 }
 
 /* ---- forward and backward ------------------------------------------------------------- */

@@ -30,10 +30,7 @@
 #include "../internal.h"
 
 #include <math.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <stdlib.h>
 
 
 #define PAR_MIN_ELEMS 32768
@@ -124,16 +121,33 @@ TT_CLONES static void affine_cols(const norm_ctx *c, const float *g, float *gw, 
     }
 }
 
+/* The loops below split between threads with tt_parallel_for; their ranges are column
+ * blocks (affine_backward) and rows (dx, the forward). */
+typedef struct norm_job {
+    const norm_ctx *c;
+    const float *x, *g, *w, *b; /* g: dL/dy; w, b: the affine's data or NULL        */
+    float *gw, *gb;             /* affine_backward: dw, db (either may be NULL)     */
+    float *out;                 /* dx (backward) or y (forward)                     */
+    float *mean, *rstd;         /* per row (mean NULL for rms_norm)                 */
+    float eps;
+    int C;
+} norm_job;
+
+/* dw, db for column blocks [k0, k1) */
+static void affine_blocks(void *ctx, long k0, long k1) {
+    const norm_job *j = ctx;
+    const int C = j->C;
+    for (long k = k0; k < k1; k++) {
+        int j0 = (int)k * COL_BLOCK;
+        affine_cols(j->c, j->g, j->gw, j->gb, j0, C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK);
+    }
+}
+
 static void affine_backward(const norm_ctx *c, const float *g, float *gw, float *gb) {
     int C = tt_last_dim(c->x);
     long nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (c->x->size >= PAR_MIN_ELEMS && nblk > 1)
-#endif
-    for (long k = 0; k < nblk; k++) {
-        int j0 = (int)k * COL_BLOCK;
-        affine_cols(c, g, gw, gb, j0, C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK);
-    }
+    norm_job j = {.c = c, .g = g, .gw = gw, .gb = gb, .C = C};
+    tt_parallel_for(nblk, tt_loop_threads(c->x->size, PAR_MIN_ELEMS, nblk), affine_blocks, &j);
 }
 
 /* dx of one row: with dxhat = g w (or g) and xhat = (x - mu) rs,
@@ -166,38 +180,33 @@ TT_CLONES static void norm_backward_row(const float *restrict xr, const float *r
     VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
 }
 
+/* dx for rows [r0, r1); scratch: 2 C floats of the range's own (one per thread) */
+static void dx_rows(void *ctx, long r0, long r1) {
+    const norm_job *j = ctx;
+    const int C = j->C;
+    const bool layer = j->mean != NULL;
+    float *tmp = tt_xmalloc(2 * (size_t)C * sizeof(float));
+    for (long r = r0; r < r1; r++)
+        norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
+                          layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C,
+                          j->out + (size_t)r * C, tmp);
+    free(tmp);
+}
+
 /* dx for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
 static void norm_backward(tt_node *nd) {
     const norm_ctx *c = nd->ctx;
     const tt_tensor *x = c->x;
     const float *g = nd->out->grad;
-    const float *w = c->w ? c->w->data : NULL;
     float *gx = tt_grad_acc(c->x);
     float *gw = tt_grad_acc(c->w), *gb = tt_grad_acc(c->b);
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
-    bool layer = c->mean != NULL;
     if (gx && R > 0 && C > 0) {
-        bool par = (size_t)R * (size_t)C >= PAR_MIN_ELEMS;
-        (void)par; /* read only by the OpenMP code below */
-        int nt = 1;
-#ifdef _OPENMP
-        if (par) nt = omp_get_max_threads();
-#endif
-        /* scratch: 2 C floats a thread */
-        float *scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (par && nt > 1)
-#endif
-        for (long r = 0; r < R; r++) {
-            int t = 0;
-#ifdef _OPENMP
-            t = omp_get_thread_num();
-#endif
-            norm_backward_row(x->data + (size_t)r * C, g + (size_t)r * C, w,
-                              layer ? c->mean[r] : 0.0f, c->rstd[r], layer, C,
-                              gx + (size_t)r * C, scratch + (size_t)t * 2 * C);
-        }
+        norm_job j = {.x = x->data, .g = g, .w = c->w ? c->w->data : NULL, .out = gx,
+                      .mean = c->mean, .rstd = c->rstd, .C = C};
+        tt_parallel_for(R, tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R), dx_rows,
+                        &j);
     }
     if (gw || gb) affine_backward(c, g, gw, gb);
 }
@@ -223,17 +232,24 @@ TT_CLONES static void norm_forward_row(const float *restrict xr, const float *re
     }
 }
 
+/* forward rows [r0, r1) */
+static void forward_rows(void *ctx, long r0, long r1) {
+    const norm_job *j = ctx;
+    const int C = j->C;
+    for (long r = r0; r < r1; r++)
+        norm_forward_row(j->x + (size_t)r * C, j->w, j->b, j->eps, j->mean != NULL, C,
+                         j->mean ? j->mean + r : NULL, j->rstd + r, j->out + (size_t)r * C);
+}
+
 /* Forward of both: rows of x -> y, saving mean (layer only) and rstd per row. */
 static void norm_forward(const tt_tensor *x, const float *w, const float *b, float eps,
                          float *mean, float *rstd, float *y) {
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((size_t)R * (size_t)C >= PAR_MIN_ELEMS)
-#endif
-    for (long r = 0; r < R; r++)
-        norm_forward_row(x->data + (size_t)r * C, w, b, eps, mean != NULL, C,
-                         mean ? mean + r : NULL, rstd + r, y + (size_t)r * C);
+    norm_job j = {.x = x->data, .w = w, .b = b, .out = y, .mean = mean, .rstd = rstd,
+                  .eps = eps, .C = C};
+    tt_parallel_for(R, tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R), forward_rows,
+                    &j);
 }
 
 static tt_tensor *norm(tt_tensor *x, tt_tensor *w, tt_tensor *b, float eps, bool layer,

@@ -38,17 +38,27 @@ static const char *shape_text(int ndim, const int *shape, char *buf, size_t len)
 }
 
 /* ---- reshape: a view -------------------------------------------------------------- */
+typedef struct add_job {
+    float *dst;
+    const float *src;
+} add_job;
+
+/* dst[i] += src[i] for elements [i0, i1) */
+static void add_elems(void *ctx, long i0, long i1) {
+    const add_job *j = ctx;
+    float *restrict d = j->dst;
+    const float *restrict s = j->src;
+    VEC for (long i = i0; i < i1; i++) d[i] += s[i];
+}
+
 /* dx += g: the elements keep their row-major order, only the shape changes. */
 static void reshape_backward(tt_node *n) {
     if (tt_grad_pass_through(n)) return;
     float *ga = tt_grad_acc(n->in[0]);
-    const float *g = n->out->grad;
     long size = (long)n->out->size;
     if (ga) {
-#ifdef _OPENMP
-#pragma omp parallel for simd schedule(static) if ((size_t)size >= PAR_MIN_ELEMS)
-#endif
-        for (long i = 0; i < size; i++) ga[i] += g[i];
+        add_job j = {ga, n->out->grad};
+        tt_parallel_for(size, tt_loop_threads((size_t)size, PAR_MIN_ELEMS, size), add_elems, &j);
     }
 }
 

@@ -23,11 +23,23 @@
 /* rows * cols below which threads cost more than they save */
 #define PAR_MIN_ELEMS 32768
 
-static void softmax_rows(const float *x, float *y, long rows, int C, bool log_out) {
-#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)C >= PAR_MIN_ELEMS)
-    for (long r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * C;
-        float *yr = y + (size_t)r * C;
+/* A row loop as its range function sees it (rows split by tt_parallel_for). */
+typedef struct sm_job {
+    const float *x;        /* forward: the logits                      */
+    const float *y, *g;    /* backward: the output and g = dL/dy       */
+    float *out;            /* y (forward) or dx (backward)             */
+    int C;
+    bool log_out;
+} sm_job;
+
+/* forward rows [r0, r1) */
+static void forward_range(void *ctx, long r0, long r1) {
+    const sm_job *jb = ctx;
+    const int C = jb->C;
+    const bool log_out = jb->log_out;
+    for (long r = r0; r < r1; r++) {
+        const float *xr = jb->x + (size_t)r * C;
+        float *yr = jb->out + (size_t)r * C;
         float m = -INFINITY;
         for (int j = 0; j < C; j++) m = xr[j] > m ? xr[j] : m;
         double s = 0.0;
@@ -47,19 +59,20 @@ static void softmax_rows(const float *x, float *y, long rows, int C, bool log_ou
     }
 }
 
-/* n->i[0] = 1 for log_softmax. */
-static void softmax_backward(tt_node *nd) {
-    tt_tensor *a = nd->in[0];
-    float *gx = tt_grad_acc(a);
-    if (!gx) return;
-    bool log_out = nd->i[0];
-    const float *g = nd->out->grad, *y = nd->out->data;
-    int C = tt_last_dim(a);
-    long rows = (long)tt_rows(a);
-#pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)C >= PAR_MIN_ELEMS)
-    for (long r = 0; r < rows; r++) {
-        const float *gr = g + (size_t)r * C, *yr = y + (size_t)r * C;
-        float *gxr = gx + (size_t)r * C;
+static void softmax_rows(const float *x, float *y, long rows, int C, bool log_out) {
+    sm_job j = {.x = x, .out = y, .C = C, .log_out = log_out};
+    tt_parallel_for(rows, tt_loop_threads((size_t)rows * (size_t)C, PAR_MIN_ELEMS, rows),
+                    forward_range, &j);
+}
+
+/* backward rows [r0, r1) */
+static void backward_range(void *ctx, long r0, long r1) {
+    const sm_job *jb = ctx;
+    const int C = jb->C;
+    const bool log_out = jb->log_out;
+    for (long r = r0; r < r1; r++) {
+        const float *gr = jb->g + (size_t)r * C, *yr = jb->y + (size_t)r * C;
+        float *gxr = jb->out + (size_t)r * C;
         double s = 0.0;
         if (log_out) {
             /* dx_k = g_k - e^(y_k) sum_i g_i */
@@ -73,6 +86,19 @@ static void softmax_backward(tt_node *nd) {
             for (int j = 0; j < C; j++) gxr[j] += yr[j] * (gr[j] - sf);
         }
     }
+}
+
+/* n->i[0] = 1 for log_softmax. */
+static void softmax_backward(tt_node *nd) {
+    tt_tensor *a = nd->in[0];
+    float *gx = tt_grad_acc(a);
+    if (!gx) return;
+    int C = tt_last_dim(a);
+    long rows = (long)tt_rows(a);
+    sm_job j = {.y = nd->out->data, .g = nd->out->grad, .out = gx, .C = C,
+                .log_out = nd->i[0]};
+    tt_parallel_for(rows, tt_loop_threads((size_t)rows * (size_t)C, PAR_MIN_ELEMS, rows),
+                    backward_range, &j);
 }
 
 static tt_tensor *softmax(tt_tensor *a, bool log_out, tt_src src) {
