@@ -60,6 +60,9 @@ static inline size_t tt_rows(const tt_tensor *t) {
 typedef void (*tt_range_fn)(void *ctx, long begin, long end);
 int tt_loop_threads(size_t work, size_t min_work, long n);
 void tt_parallel_for(long n, int nthreads, tt_range_fn fn, void *ctx);
+/* Inside a range function: which of tt_parallel_for's nthreads ranges runs it, 0 ..
+ * nthreads - 1 (0 when serial), for per-thread scratch allocated before the call. */
+int tt_thread_num(void);
 
 /* Small per-thread scratch for tensor descriptions in messages ("'x' [2, 3]"). */
 const char *tt_d(const tt_tensor *t);

@@ -39,3 +39,11 @@ void tt_parallel_for(long n, int nthreads, tt_range_fn fn, void *ctx) {
     }
 #endif
 }
+
+int tt_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}

@@ -788,8 +788,8 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
-#ifndef DIRECT_A_ROWS
-#define DIRECT_A_ROWS 1
+#ifndef DIRECT_MAX_BYTES
+#define DIRECT_MAX_BYTES ((size_t)1 << 20)
 #endif
 #ifndef DIRECT_MAX_LD
 #define DIRECT_MAX_LD 512
@@ -838,13 +838,16 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      *     rows are MR streams of consecutive floats, one broadcast from each per step);
      *   - a full NR-column sliver of a non-transposed B (step k is NR consecutive floats
      *     of B's row k).
-     * Packing buys locality only when the rows are far apart; for row strides up to
-     * DIRECT_MAX_LD floats the copy costs more than it saves (a toy training step:
-     * 1.64 -> 1.49 ms). Ragged panels and slivers are still packed (their zero padding
+     * Packing buys locality (and a prefetched stream from memory) only when the rows are
+     * far apart or the operand is not in cache; for row strides up to DIRECT_MAX_LD floats
+     * and operands up to DIRECT_MAX_BYTES (one core's L2) the copy costs more than it
+     * saves (a toy training step: 1.64 -> 1.49 ms; larger operands stay packed). Ragged panels and slivers are still packed (their zero padding
      * keeps the kernel from reading past the matrix). The arithmetic is the same either
      * way, so is every bit of C. */
-    const bool direct_a = (ta || (kr->ukernel_arows && DIRECT_A_ROWS)) && lda <= DIRECT_MAX_LD;
-    const bool direct_b = !tb && ldb <= DIRECT_MAX_LD;
+    const bool direct_a = (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
+                          (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
+    const bool direct_b = !tb && ldb <= DIRECT_MAX_LD &&
+                          (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
                           bias, relu, lda, ldb, ldc, m_units, nbm, nbn, block_rows,

@@ -517,14 +517,15 @@ typedef struct att_job {
     const float *go;          /* backward: dL/dO                                 */
     float *P;                 /* the saved P of every (b, h), or NULL (not kept) */
     float *gq, *gk, *gv;      /* backward: gradient buffers, any may be NULL     */
-    size_t per;               /* floats of scratch for one range                 */
+    size_t per;               /* floats of scratch for one thread                */
+    float *scratch;           /* per floats per thread, slot tt_thread_num()     */
 } att_job;
 
-/* backward of pairs [bh0, bh1); the scratch is the range's own (one per thread) */
+/* backward of pairs [bh0, bh1) */
 static void backward_range(void *ctx, long bh0, long bh1) {
     const att_job *j = ctx;
     const att_geom *g = j->g;
-    float *w = tt_xmalloc(j->per * sizeof(float));
+    float *w = j->scratch + (size_t)tt_thread_num() * j->per;
     for (long bh = bh0; bh < bh1; bh++) {
         const int b = (int)bh / g->H, h = (int)bh % g->H;
         if (g->vec)
@@ -532,7 +533,6 @@ static void backward_range(void *ctx, long bh0, long bh1) {
         else
             backward_bh(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h);
     }
-    free(w);
 }
 
 static void attention_backward(tt_node *n) {
@@ -542,17 +542,18 @@ static void attention_backward(tt_node *n) {
     float *gq = tt_grad_acc(tq), *gk = tt_grad_acc(tk), *gv = tt_grad_acc(tv);
     if (!gq && !gk && !gv) return;
     const int nbh = g->B * g->H;
+    const int nt = tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh);
+    const size_t per = g->vec ? scratch_v(g) : (size_t)RB * g->S;
     att_job j = {g, tq->data, tk->data, tv->data, n->out->data, n->out->grad, c->P,
-                 gq, gk, gv, g->vec ? scratch_v(g) : (size_t)RB * g->S};
-    tt_parallel_for(nbh, tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh),
-                    backward_range, &j);
+                 gq, gk, gv, per, tt_arena_alloc((size_t)nt * per * sizeof(float))};
+    tt_parallel_for(nbh, nt, backward_range, &j);
 }
 
-/* forward of pairs [bh0, bh1); the scratch (if any) is the range's own */
+/* forward of pairs [bh0, bh1) */
 static void forward_range(void *ctx, long bh0, long bh1) {
     const att_job *j = ctx;
     const att_geom *g = j->g;
-    float *w = j->per ? tt_xmalloc(j->per * sizeof(float)) : NULL;
+    float *w = j->per ? j->scratch + (size_t)tt_thread_num() * j->per : NULL;
     for (long bh = bh0; bh < bh1; bh++) {
         const int b = (int)bh / g->H, h = (int)bh % g->H;
         float *Pbh = j->P ? j->P + (size_t)bh * g->psz : w + (g->vec ? scratch_v(g) : 0);
@@ -561,7 +562,6 @@ static void forward_range(void *ctx, long bh0, long bh1) {
         else
             forward_bh(g, j->q, j->k, j->v, j->o, b, h, Pbh, j->P != NULL);
     }
-    free(w);
 }
 
 /* The op proper, once the geometry is known and checked. */
@@ -580,10 +580,11 @@ static tt_tensor *attention(att_geom *g, tt_tensor *q, tt_tensor *k, tt_tensor *
     const size_t pblk = (size_t)RB * g->S;
     const size_t per = (keep ? 0 : pblk) + (g->vec ? scratch_v(g) : 0);
     float *P = keep ? tt_arena_alloc((size_t)nbh * g->psz * sizeof(float)) : NULL;
+    const int nt = tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh);
     att_job j = {.g = g, .q = q->data, .k = k->data, .v = v ? v->data : k->data,
-                 .o = out->data, .P = P, .per = per};
-    tt_parallel_for(nbh, tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh),
-                    forward_range, &j);
+                 .o = out->data, .P = P, .per = per,
+                 .scratch = per ? tt_arena_alloc((size_t)nt * per * sizeof(float)) : NULL};
+    tt_parallel_for(nbh, nt, forward_range, &j);
     tt_node *node = tt_record("attention", attention_backward, out, n_in, in, src);
     if (node) {
         att_ctx *c = tt_arena_alloc(sizeof *c);

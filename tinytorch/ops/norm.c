@@ -129,6 +129,7 @@ typedef struct norm_job {
     float *gw, *gb;             /* affine_backward: dw, db (either may be NULL)     */
     float *out;                 /* dx (backward) or y (forward)                     */
     float *mean, *rstd;         /* per row (mean NULL for rms_norm)                 */
+    float *scratch;             /* dx: 2 C floats per thread                        */
     float eps;
     int C;
 } norm_job;
@@ -180,17 +181,16 @@ TT_CLONES static void norm_backward_row(const float *restrict xr, const float *r
     VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
 }
 
-/* dx for rows [r0, r1); scratch: 2 C floats of the range's own (one per thread) */
+/* dx for rows [r0, r1); scratch: 2 C floats per thread, slot tt_thread_num() */
 static void dx_rows(void *ctx, long r0, long r1) {
     const norm_job *j = ctx;
     const int C = j->C;
     const bool layer = j->mean != NULL;
-    float *tmp = tt_xmalloc(2 * (size_t)C * sizeof(float));
+    float *tmp = j->scratch + (size_t)tt_thread_num() * 2 * (size_t)C;
     for (long r = r0; r < r1; r++)
         norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
                           layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C,
                           j->out + (size_t)r * C, tmp);
-    free(tmp);
 }
 
 /* dx for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
@@ -203,10 +203,11 @@ static void norm_backward(tt_node *nd) {
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
     if (gx && R > 0 && C > 0) {
+        const int nt = tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R);
         norm_job j = {.x = x->data, .g = g, .w = c->w ? c->w->data : NULL, .out = gx,
-                      .mean = c->mean, .rstd = c->rstd, .C = C};
-        tt_parallel_for(R, tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R), dx_rows,
-                        &j);
+                      .mean = c->mean, .rstd = c->rstd, .C = C,
+                      .scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float))};
+        tt_parallel_for(R, nt, dx_rows, &j);
     }
     if (gw || gb) affine_backward(c, g, gw, gb);
 }
