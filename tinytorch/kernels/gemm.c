@@ -10,7 +10,9 @@
  *       micro-kernel: an MR x NR tile of C += A-panel @ B-sliver, kept in registers
  *
  * Packing makes both operands contiguous in exactly the order the micro-kernel reads
- * them, so the four transpose combinations differ only in the packing routines. Ragged
+ * them, so the four transpose combinations differ only in the packing routines. (Small
+ * operands already in a usable order are read in place instead: "direct" operands, see
+ * gemm_packed.) Ragged
  * edges are zero-padded in the packed buffers; the micro-kernel then computes a full
  * tile and stores only the valid m x n corner (masked stores).
  *
@@ -194,8 +196,9 @@ enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
  * does half the work of a 32-wide tile whose upper half would be padding. The arithmetic
  * of an element is the same in both (one FMA chain over k, then the same epilogue), so
  * the choice never changes a result. */
-TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const bool AROWS, int kc,
-                                                           const float *restrict a, size_t as,
+TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const bool AROWS,
+                                                           int kc, const float *restrict a,
+                                                           size_t as,
                                                            const float *restrict b, size_t bs,
                                                            float *restrict c, size_t ldc, int m,
                                                            int n, float alpha, float beta,
@@ -226,7 +229,8 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
             /* 14 row streams, one new cache line each per 16 steps: more streams than the
              * hardware prefetchers follow when A comes from memory, so fetch ahead */
 #pragma GCC unroll 16
-            for (int r = 0; r < A5_MR; r++) _mm_prefetch((const char *)(ap[r] + k + 64), _MM_HINT_T0);
+            for (int r = 0; r < A5_MR; r++)
+                _mm_prefetch((const char *)(ap[r] + k + 64), _MM_HINT_T0);
         }
         __m512 bv[A5_NV];
 #pragma GCC unroll 4
@@ -263,7 +267,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
                 x = _mm512_fmadd_ps(va, acc[r][v], old);
             }
             if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], bias + 16 * v));
-            if (relu) x = _mm512_max_ps(x, _mm512_setzero_ps()); /* (NaN -> 0, as x > 0 ? x : 0) */
+            if (relu) x = _mm512_max_ps(x, _mm512_setzero_ps()); /* NaN -> 0, as x > 0 ? x : 0 */
             _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
         }
     }
@@ -841,9 +845,10 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * Packing buys locality (and a prefetched stream from memory) only when the rows are
      * far apart or the operand is not in cache; for row strides up to DIRECT_MAX_LD floats
      * and operands up to DIRECT_MAX_BYTES (one core's L2) the copy costs more than it
-     * saves (a toy training step: 1.64 -> 1.49 ms; larger operands stay packed). Ragged panels and slivers are still packed (their zero padding
-     * keeps the kernel from reading past the matrix). The arithmetic is the same either
-     * way, so is every bit of C. */
+     * saves (a toy training step: 1.64 -> 1.49 ms; larger operands stay packed). Ragged
+     * panels and slivers are still packed (their zero padding keeps the kernel from
+     * reading past the matrix). The arithmetic is the same either way, so is every bit
+     * of C. */
     const bool direct_a = (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
                           (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
     const bool direct_b = !tb && ldb <= DIRECT_MAX_LD &&
@@ -874,59 +879,58 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     const size_t lda = g->lda, ldb = g->ldb, ldc = g->ldc;
     const int m_units = g->m_units, nbm = g->nbm, nbn = g->nbn, n_items = nbm * nbn;
     spin_barrier *bar = g->bar;
-    {
-        float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
-        for (int jc = 0; jc < N; jc += NC) {
-            int nc = imin(NC, N - jc);
-            int n_slivers = ceil_div(nc, NR);
-            for (int pc = 0; pc < K; pc += KC) {
-                int kc = imin(KC, K - pc);
-                float bet = pc == 0 ? beta : 1.0f;
-                const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
-                /* this thread's share of the B slivers (a contiguous range) */
-                for (int s = (int)((long long)t * n_slivers / nt),
-                         s_end = (int)((long long)(t + 1) * n_slivers / nt);
-                     s < s_end; s++)
-                    if (!(direct_b && nc - s * NR >= NR))
-                        kr->pack_b(tb, imin(NR, nc - s * NR), kc,
-                                   op_at(B, tb, ldb, pc, jc + s * NR), ldb,
-                                   bbuf + (size_t)s * NR * kc);
-                spin_barrier_wait(bar, nt); /* B is packed */
-                for (int item = (int)((long long)t * n_items / nt),
-                         it_end = (int)((long long)(t + 1) * n_items / nt);
-                     item < it_end; item++) {
-                    int bm = item / nbn, bn = item % nbn;
-                    int i0 = (int)((long long)bm * m_units / nbm) * MR;
-                    int i1 = imin(M, (int)((long long)(bm + 1) * m_units / nbm) * MR);
-                    int s0 = (int)((long long)bn * n_slivers / nbn);
-                    int s1 = (int)((long long)(bn + 1) * n_slivers / nbn);
-                    if (i0 >= i1 || s0 >= s1) continue;
-                    int n_panels = ceil_div(i1 - i0, MR);
+    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    for (int jc = 0; jc < N; jc += NC) {
+        int nc = imin(NC, N - jc);
+        int n_slivers = ceil_div(nc, NR);
+        for (int pc = 0; pc < K; pc += KC) {
+            int kc = imin(KC, K - pc);
+            float bet = pc == 0 ? beta : 1.0f;
+            const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
+            /* this thread's share of the B slivers (a contiguous range) */
+            for (int s = (int)((long long)t * n_slivers / nt),
+                     s_end = (int)((long long)(t + 1) * n_slivers / nt);
+                 s < s_end; s++)
+                if (!(direct_b && nc - s * NR >= NR))
+                    kr->pack_b(tb, imin(NR, nc - s * NR), kc,
+                               op_at(B, tb, ldb, pc, jc + s * NR), ldb,
+                               bbuf + (size_t)s * NR * kc);
+            spin_barrier_wait(bar, nt); /* B is packed */
+            for (int item = (int)((long long)t * n_items / nt),
+                     it_end = (int)((long long)(t + 1) * n_items / nt);
+                 item < it_end; item++) {
+                int bm = item / nbn, bn = item % nbn;
+                int i0 = (int)((long long)bm * m_units / nbm) * MR;
+                int i1 = imin(M, (int)((long long)(bm + 1) * m_units / nbm) * MR);
+                int s0 = (int)((long long)bn * n_slivers / nbn);
+                int s1 = (int)((long long)(bn + 1) * n_slivers / nbn);
+                if (i0 >= i1 || s0 >= s1) continue;
+                int n_panels = ceil_div(i1 - i0, MR);
+                for (int q = 0; q < n_panels; q++) {
+                    int i = i0 + q * MR;
+                    if (!(direct_a && i1 - i >= MR))
+                        kr->pack_a(ta, imin(MR, i1 - i), kc, op_at(A, ta, lda, i, pc), lda,
+                                   abuf + (size_t)q * MR * kc);
+                }
+                for (int s = s0; s < s1; s++) {
+                    int j = jc + s * NR;
+                    const bool db = direct_b && jc + nc - j >= NR;
+                    const float *bp =
+                        db ? B + (size_t)pc * ldb + j : bbuf + (size_t)s * NR * kc;
+                    const size_t bs = db ? ldb : (size_t)NR;
                     for (int q = 0; q < n_panels; q++) {
                         int i = i0 + q * MR;
-                        if (!(direct_a && i1 - i >= MR))
-                            kr->pack_a(ta, imin(MR, i1 - i), kc, op_at(A, ta, lda, i, pc), lda,
-                                       abuf + (size_t)q * MR * kc);
-                    }
-                    for (int s = s0; s < s1; s++) {
-                        int j = jc + s * NR;
-                        const bool db = direct_b && jc + nc - j >= NR;
-                        const float *bp = db ? B + (size_t)pc * ldb + j : bbuf + (size_t)s * NR * kc;
-                        const size_t bs = db ? ldb : (size_t)NR;
-                        for (int q = 0; q < n_panels; q++) {
-                            int i = i0 + q * MR;
-                            const bool da = direct_a && i1 - i >= MR;
-                            (da && !ta ? kr->ukernel_arows : kr->ukernel)(
-                                kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
-                                da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
-                                imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet,
-                                last && g->bias ? g->bias + j : NULL, last && g->relu);
-                        }
+                        const bool da = direct_a && i1 - i >= MR;
+                        (da && !ta ? kr->ukernel_arows : kr->ukernel)(
+                            kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
+                            da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
+                            imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet,
+                            last && g->bias ? g->bias + j : NULL, last && g->relu);
                     }
                 }
-                /* nobody still reads B before it is repacked (the last one: the join) */
-                if (pc + KC < K || jc + NC < N) spin_barrier_wait(bar, nt);
             }
+            /* nobody still reads B before it is repacked (the last one: the join) */
+            if (pc + KC < K || jc + NC < N) spin_barrier_wait(bar, nt);
         }
     }
 }

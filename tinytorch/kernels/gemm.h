@@ -14,6 +14,8 @@
  * (thread-local, reused from call to call) and multiplied tile by tile by a register-
  * blocked micro-kernel: AVX-512 (14 x 32 tile) or AVX2+FMA (6 x 16) when the CPU has
  * them (checked at run time; the library needs no -march flag), else portable C.
+ * Operands of up to 1 MB whose rows are already in the micro-kernel's order (and, for
+ * AVX-512, any non-transposed A) are read in place instead of packed; same results.
  * Small products (M*N*K < 32^3) skip packing and use a direct loop.
  *
  * Threads: with OpenMP, large products are split over blocks of rows or columns of C
