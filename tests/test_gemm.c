@@ -252,7 +252,31 @@ static void check_narrow_tile(const char *kernel) {
     }
 }
 
-START_TEST(test_gemm_narrow_tile_same_bits) { for_each_kernel(check_narrow_tile); }
+/* Likewise a ragged last panel of at most half the tile's rows uses a half-height tile:
+ * rows 14..19 of a 20-row product (a 6-row panel) equal those of a 28-row product (two
+ * full panels) of the same data bit for bit, in every layout. */
+static void check_half_tile(const char *kernel) {
+    tt_rng r;
+    tt_rng_seed(&r, 8);
+    const int MW = 28, MS = 20, N = 70, K = 300;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        mat A = ta ? mat_new(K, MW, 0, &r) : mat_new(MW, K, 0, &r);
+        mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+        float *wide = malloc(sizeof(float) * MW * N), *part = malloc(sizeof(float) * MS * N);
+        tt_gemm(ta, tb, MW, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, wide, N);
+        tt_gemm(ta, tb, MS, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, part, N);
+        ck_assert_msg(memcmp(wide, part, sizeof(float) * MS * N) == 0,
+                      "%s: %c%c: the first %d rows of a %d-row product differ from a %d-row "
+                      "product", kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', MS, MW, MS);
+        free(A.v), free(B.v), free(wide), free(part);
+    }
+}
+
+START_TEST(test_gemm_narrow_tile_same_bits) {
+    for_each_kernel(check_narrow_tile);
+    for_each_kernel(check_half_tile);
+}
 END_TEST
 
 /* Full panels of A and full slivers of a non-transposed B are read in place by the

@@ -80,6 +80,8 @@ typedef struct gemm_kernel {
     /* optional: the micro-kernel reading a full panel of a non-transposed A in place,
      * row r of the panel at a + r * as, step k at + k (see gemm_packed) */
     ukernel_fn ukernel_arows;
+    /* optional: ukernel for panels of at most mr / 2 rows (computes only those) */
+    ukernel_fn ukernel_half;
 } gemm_kernel;
 
 /* ---- packing (shared templates, instantiated per tile size) ------------------------ */
@@ -197,6 +199,7 @@ enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
  * of an element is the same in both (one FMA chain over k, then the same epilogue), so
  * the choice never changes a result. */
 TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const bool AROWS,
+                                                           const int MROWS,
                                                            int kc, const float *restrict a,
                                                            size_t as,
                                                            const float *restrict b, size_t bs,
@@ -206,11 +209,11 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     const int NR = 16 * NV;
     __m512 acc[A5_MR][A5_NV];
 #pragma GCC unroll 16
-    for (int r = 0; r < A5_MR; r++)
+    for (int r = 0; r < MROWS; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 16
-    for (int r = 0; r < A5_MR; r++) {
+    for (int r = 0; r < MROWS; r++) {
         /* the row's NR floats span 2 or 3 cache lines: fetch all, so that the stores at
          * the end do not wait for memory (C is often fresh, not in any cache) */
 #pragma GCC unroll 4
@@ -222,21 +225,21 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     /* AROWS: row r of the panel starts at a + r * as and its steps are consecutive */
     const float *ap[A5_MR];
 #pragma GCC unroll 16
-    for (int r = 0; r < A5_MR; r++) ap[r] = AROWS ? a + r * as : a + r;
+    for (int r = 0; r < MROWS; r++) ap[r] = AROWS ? a + r * as : a + r;
     const size_t astep = AROWS ? 1 : as;
     for (int k = 0; k < kc; k++) {
         if (AROWS && (k & 15) == 0) {
             /* 14 row streams, one new cache line each per 16 steps: more streams than the
              * hardware prefetchers follow when A comes from memory, so fetch ahead */
 #pragma GCC unroll 16
-            for (int r = 0; r < A5_MR; r++)
+            for (int r = 0; r < MROWS; r++)
                 _mm_prefetch((const char *)(ap[r] + k + 64), _MM_HINT_T0);
         }
         __m512 bv[A5_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
-        for (int r = 0; r < A5_MR; r++) {
+        for (int r = 0; r < MROWS; r++) {
             __m512 ar = _mm512_set1_ps(AROWS ? ap[r][k] : a[r]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
@@ -253,7 +256,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
-    for (int r = 0; r < A5_MR; r++) {
+    for (int r = 0; r < MROWS; r++) {
         if (r >= m) break;
         float *cr = c + r * ldc;
 #pragma GCC unroll 4
@@ -273,26 +276,44 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     }
 }
 
-/* The four instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS). */
+/* The instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS), and
+ * all 14 rows or the first 7 ("half", packed A: a ragged last panel of at most 7 rows,
+ * of which the full tile would compute 14; each row computed gets the same arithmetic). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(A5_NV, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
+    ukernel_avx512_tpl(A5_NV, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
 }
 TARGET_AVX512 static void ukernel_avx512_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(A5_NV, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
+    ukernel_avx512_tpl(A5_NV, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
 }
 TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(1, false, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
+    ukernel_avx512_tpl(1, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(1, true, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias, relu);
+    ukernel_avx512_tpl(1, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
+}
+TARGET_AVX512 static void ukernel_avx512_half(int kc, const float *restrict a, size_t as,
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(A5_NV, false, A5_MR / 2, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
+}
+TARGET_AVX512 static void ukernel_avx512_n16_half(int kc, const float *restrict a, size_t as,
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu) {
+    ukernel_avx512_tpl(1, false, A5_MR / 2, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
+                       relu);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -678,7 +699,7 @@ static const gemm_kernel g_kernels[K_COUNT] = {
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
                 pack_b_avx2},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows},
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_half},
 #endif
 };
 
@@ -686,7 +707,7 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 /* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
                                          ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
-                                         ukernel_avx512_n16_arows};
+                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_half};
 #endif
 
 static bool kernel_supported(int k) {
@@ -799,6 +820,16 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
 #define DIRECT_MAX_LD 512
 #endif
 
+/* For a product whose rows fit one row block: whether splitting its column slivers
+ * between the nt threads balances them better than splitting its MR-row units (the
+ * busiest thread's share against the average: 19 units on 2 threads is 10 / 9, 32
+ * slivers is 16 / 16). The MoE experts' products have a few hundred rows. */
+static bool col_split_better(int m_units, int n_slivers, int nt) {
+    long long row_max = ceil_div(m_units, nt), col_max = ceil_div(n_slivers, nt);
+    /* compare m_units / (nt row_max) < n_slivers / (nt col_max) without division */
+    return (long long)m_units * col_max < (long long)n_slivers * row_max;
+}
+
 /* One product as the threads of gemm_packed see it. */
 typedef struct gemm_job {
     const gemm_kernel *kr;
@@ -829,9 +860,14 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * block is then packed by each thread that needs it). */
     int m_units = ceil_div(M, MR);
     int nbm = ceil_div(m_units, kr->mc / MR);
-    if (nthreads > 1) nbm = ceil_div(nbm, nthreads) * nthreads;
-    nbm = imin(nbm, m_units);
-    int nbn = nbm < nthreads ? ceil_div(nthreads, nbm) : 1;
+    int nbn = 1;
+    if (nthreads > 1 && nbm == 1 && col_split_better(m_units, ceil_div(NC, NR), nthreads)) {
+        nbn = nthreads; /* one row block; the threads take column slivers */
+    } else {
+        if (nthreads > 1) nbm = ceil_div(nbm, nthreads) * nthreads;
+        nbm = imin(nbm, m_units);
+        nbn = nbm < nthreads ? ceil_div(nthreads, nbm) : 1;
+    }
     int block_rows = ceil_div(m_units, nbm) * MR;
 
     /* Direct operands: the micro-kernel reads these in place, with the matrix's row
@@ -921,10 +957,14 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                     for (int q = 0; q < n_panels; q++) {
                         int i = i0 + q * MR;
                         const bool da = direct_a && i1 - i >= MR;
-                        (da && !ta ? kr->ukernel_arows : kr->ukernel)(
+                        const int mi = imin(MR, i1 - i);
+                        ukernel_fn uk = da && !ta                          ? kr->ukernel_arows
+                                        : kr->ukernel_half && 2 * mi <= MR ? kr->ukernel_half
+                                                                          : kr->ukernel;
+                        uk(
                             kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
                             da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
-                            imin(MR, i1 - i), imin(NR, jc + nc - j), alpha, bet,
+                            mi, imin(NR, jc + nc - j), alpha, bet,
                             last && g->bias ? g->bias + j : NULL, last && g->relu);
                     }
                 }
