@@ -66,4 +66,14 @@ static ALWAYS_INLINE void vload_part(v16 *x, const float *p, int n, float fill) 
     for (int i = 0; i < n; i++) (*x)[i] = p[i];
 }
 
+/* The same as vload_part for the ragged end of a row of at least 16 floats: one load of
+ * the row's last 16 floats (ending at p + n) and a lane permutation instead of copying
+ * elements through memory. */
+static ALWAYS_INLINE void vload_tail(v16 *x, const float *p, int n, float fill) {
+    const v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    v16 last = VLOAD(p + n - VL);                         /* last[k] = p[n - 16 + k] */
+    v16 sh = __builtin_shuffle(last, iota + (VL - n));    /* lane i < n: p[i]        */
+    *x = vsel(iota < n, sh, vsplat(fill));
+}
+
 #endif

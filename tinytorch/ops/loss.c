@@ -33,51 +33,96 @@ typedef struct ce_ctx {
     size_t n_valid;
 } ce_ctx;
 
-/* The row kernels, 16 classes at a time (vmath.h: the same bits on every CPU). */
+/* The row kernels, 16 classes at a time (vmath.h: the same bits on every CPU). Each
+ * takes a range of rows, so that its constants are set up once and the rows' exponential
+ * chains overlap; a row's ragged end is one more vector (vload_tail, or vload_part for a
+ * row shorter than 16). */
 
-/* max_j x_j */
-TT_CLONES static float row_max(const float *restrict x, int V) {
+/* max_j x_j, 16 lanes at a time (a scalar max is a 4-cycle dependency chain per
+ * element: it was most of the forward's time). The maximum of the same values in any
+ * order is the same number. */
+static ALWAYS_INLINE float row_max(const float *restrict x, int V) {
+    if (V < VL) {
+        float m = -INFINITY;
+        for (int j = 0; j < V; j++) m = x[j] > m ? x[j] : m;
+        return m;
+    }
+    v16 mv = vsplat(-INFINITY);
+    for (int j = 0; j + VL <= V; j += VL) {
+        v16 v = VLOAD(x + j);
+        mv = vsel(v > mv, v, mv);
+    }
+    v16 v = VLOAD(x + V - VL); /* the ragged end, overlapping: duplicates do no harm */
+    mv = vsel(v > mv, v, mv);
     float m = -INFINITY;
-    VEC for (int j = 0; j < V; j++) m = x[j] > m ? x[j] : m;
+    for (int l = 0; l < VL; l++) m = mv[l] > m ? mv[l] : m;
     return m;
 }
 
-/* sum_j e^(x_j - m) in double (lanes summed in a fixed order); a ragged end's missing
- * lanes are -inf, whose exponential is 0 */
-TT_CLONES static double row_exp_sum(const float *restrict x, float m, int V) {
-    v8d s0 = {0}, s1 = {0};
-    int j = 0;
-    for (; j + VL <= V; j += VL) {
-        v16 e = VLOAD(x + j) - m;
-        vexp(&e);
-        s0 += VLO_D(e);
-        s1 += VHI_D(e);
+/* rows [r0, r1) of x [., V]: m[r] = max_j x_rj, s[r] = sum_j e^(x_rj - m[r]) in double
+ * (lanes summed in a fixed order; the ragged end's missing lanes are -inf, giving 0) */
+TT_CLONES static void lse_rows(const float *restrict x, int V, long r0, long r1,
+                               float *restrict m, double *restrict s) {
+    for (long r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * V;
+        const float mr = row_max(xr, V);
+        v8d s0 = {0}, s1 = {0};
+        int j = 0;
+        for (; j + VL <= V; j += VL) {
+            v16 e = VLOAD(xr + j) - mr;
+            vexp(&e);
+            s0 += VLO_D(e);
+            s1 += VHI_D(e);
+        }
+        if (j < V) {
+            v16 e;
+            if (V >= VL)
+                vload_tail(&e, xr + j, V - j, -INFINITY);
+            else
+                vload_part(&e, xr + j, V - j, -INFINITY);
+            e -= mr;
+            vexp(&e);
+            s0 += VLO_D(e);
+            s1 += VHI_D(e);
+        }
+        v8d t = s0 + s1;
+        m[r] = mr;
+        s[r] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
     }
-    if (j < V) {
-        v16 e;
-        vload_part(&e, x + j, V - j, -INFINITY);
-        e -= m;
-        vexp(&e);
-        s0 += VLO_D(e);
-        s1 += VHI_D(e);
-    }
-    v8d s = s0 + s1;
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-/* g_j += e^((x_j - m) - ls) * scale = p_j * scale */
-TT_CLONES static void row_softmax_acc(const float *restrict x, float m, float ls, float scale,
-                                      float *restrict g, int V) {
-    int j = 0;
-    for (; j + VL <= V; j += VL) {
-        v16 e = (VLOAD(x + j) - m) - ls;
-        vexp(&e);
-        VSTORE(g + j, VLOAD(g + j) + e * scale);
-    }
-    for (; j < V; j++) { /* (one lane at a time: g must not be read or written past V) */
-        v16 e = vsplat((x[j] - m) - ls);
-        vexp(&e);
-        g[j] += e[0] * scale;
+/* rows [r0, r1) with valid[r]: g_rj += e^((x_rj - m_r) - ls_r) * scale = p_rj * scale */
+TT_CLONES static void softmax_acc_rows(const float *restrict x, int V, long r0, long r1,
+                                       const float *restrict m, const float *restrict ls,
+                                       const bool *restrict valid, float scale,
+                                       float *restrict g) {
+    const v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (long r = r0; r < r1; r++) {
+        if (!valid[r]) continue;
+        const float *xr = x + (size_t)r * V;
+        float *gr = g + (size_t)r * V;
+        const float mr = m[r], lr = ls[r];
+        int j = 0;
+        for (; j + VL <= V; j += VL) {
+            v16 e = (VLOAD(xr + j) - mr) - lr;
+            vexp(&e);
+            VSTORE(gr + j, VLOAD(gr + j) + e * scale);
+        }
+        if (j < V && V >= VL) {
+            /* the last 16 columns, of which lanes >= 16 - (V - j) are new; the others
+             * are stored back unchanged */
+            const int o = V - VL;
+            v16 e = (VLOAD(xr + o) - mr) - lr;
+            vexp(&e);
+            v16 old = VLOAD(gr + o);
+            VSTORE(gr + o, vsel(iota >= VL - (V - j), old + e * scale, old));
+        } else {
+            for (; j < V; j++) { /* (a row shorter than 16: one lane at a time) */
+                v16 e = vsplat((xr[j] - mr) - lr);
+                vexp(&e);
+                gr[j] += e[0] * scale;
+            }
+        }
     }
 }
 
@@ -90,20 +135,16 @@ typedef struct ce_job {
     float *m, *logs, *loss_r; /* per row, written by the forward */
     const bool *valid;
     float *g;                 /* backward: the logits' gradient  */
+    double *sums;             /* forward: the row sums [R]       */
     float scale;              /* backward: dL/dL_out / n         */
 } ce_job;
 
 /* backward, rows [r0, r1) */
 static void ce_backward_rows(void *ctx, long r0, long r1) {
     const ce_job *j = ctx;
-    const int V = j->V;
-    for (long r = r0; r < r1; r++) {
-        if (!j->valid[r]) continue;
-        const float *xr = j->x + (size_t)r * V;
-        float *gr = j->g + (size_t)r * V;
-        row_softmax_acc(xr, j->m[r], j->logs[r], j->scale, gr, V);
-        gr[j->tg[r]] -= j->scale;
-    }
+    softmax_acc_rows(j->x, j->V, r0, r1, j->m, j->logs, j->valid, j->scale, j->g);
+    for (long r = r0; r < r1; r++)
+        if (j->valid[r]) j->g[(size_t)r * j->V + j->tg[r]] -= j->scale;
 }
 
 static void ce_backward(tt_node *nd) {
@@ -123,13 +164,13 @@ static void ce_backward(tt_node *nd) {
 static void ce_forward_rows(void *ctx, long r0, long r1) {
     const ce_job *j = ctx;
     const int V = j->V;
+    lse_rows(j->x, V, r0, r1, j->m, j->sums);
     for (long r = r0; r < r1; r++) {
         const float *xr = j->x + (size_t)r * V;
-        float mr = row_max(xr, V);
-        double s = row_exp_sum(xr, mr, V);
-        j->m[r] = mr;
-        j->logs[r] = (float)log(s);
-        j->loss_r[r] = j->valid[r] ? (float)((double)(mr - xr[j->tg[r]]) + log(s)) : 0.0f;
+        const float mr = j->m[r];
+        const double ls = log(j->sums[r]);
+        j->logs[r] = (float)ls;
+        j->loss_r[r] = j->valid[r] ? (float)((double)(mr - xr[j->tg[r]]) + ls) : 0.0f;
     }
 }
 
@@ -184,7 +225,7 @@ tt_tensor *tt_cross_entropy_(tt_tensor *logits, tt_tensor *targets, int ignore_i
     float *logs = tt_arena_alloc((R ? R : 1) * sizeof(float));
     float *loss_r = tt_arena_alloc((R ? R : 1) * sizeof(float));
     ce_job j = {.x = logits->data, .tg = tg, .V = V, .m = m, .logs = logs, .loss_r = loss_r,
-                .valid = valid};
+                .valid = valid, .sums = tt_arena_alloc((R ? R : 1) * sizeof(double))};
     tt_parallel_for((long)R, tt_loop_threads(R * (size_t)V, PAR_MIN_ELEMS, (long)R),
                     ce_forward_rows, &j);
     /* the mean in double, rows in order: independent of the thread count */
