@@ -160,7 +160,7 @@ int main(int argc, char **argv) {
             }
         }
         double t0 = now_sec();
-        tt_optim_zero_grad(opt);
+        tt_optim_grad_to_none(opt); /* as torch's zero_grad(set_to_none=True) */
         tt_dsv3_output out = tt_dsv3_forward(m, ids, targets);
         tt_backward(out.loss);
         tt_optim_step(opt);

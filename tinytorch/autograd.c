@@ -348,8 +348,15 @@ float *tt_grad_acc(tt_tensor *t) {
 float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh) {
     *fresh = false;
     if (!t || !t->requires_grad) return NULL;
-    if (!t->grad && !t->persistent) { /* first contribution: skip zeroing the buffer */
-        t->grad = tt_arena_grad_alloc(t->size);
+    if (!t->grad && (!t->persistent || t->grad_spare)) {
+        /* first contribution: skip zeroing the buffer (a temporary's new one, or the
+         * one a parameter kept through tt_grad_to_none) */
+        if (t->grad_spare) {
+            t->grad = t->grad_spare;
+            t->grad_spare = NULL;
+        } else {
+            t->grad = tt_arena_grad_alloc(t->size);
+        }
         *fresh = true;
         return t->grad;
     }

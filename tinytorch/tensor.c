@@ -141,10 +141,11 @@ void tt_free(tt_tensor *t) {
                     tt_d(t));
     }
     long long bytes = (long long)(t->size * sizeof(float));
-    if (t->grad) bytes += (long long)(t->size * sizeof(float));
+    if (t->grad || t->grad_spare) bytes += (long long)(t->size * sizeof(float));
     tt_mem_track(-bytes, -1);
     if (!t->is_view) free(t->data);
     free(t->grad);
+    free(t->grad_spare);
     free(t);
 }
 
@@ -174,7 +175,10 @@ float tt_item(const tt_tensor *t) {
 float *tt_grad_ensure(tt_tensor *t) {
     if (!t->grad) {
         size_t bytes = t->size * sizeof(float);
-        if (t->persistent) {
+        if (t->grad_spare) { /* after tt_grad_to_none */
+            t->grad = t->grad_spare;
+            t->grad_spare = NULL;
+        } else if (t->persistent) {
             t->grad = tt_xmalloc(bytes);
             tt_mem_track((long long)bytes, 0);
         } else {
@@ -187,6 +191,16 @@ float *tt_grad_ensure(tt_tensor *t) {
 
 void tt_zero_grad(tt_tensor *t) {
     if (t && t->grad) memset(t->grad, 0, t->size * sizeof(float));
+}
+
+void tt_grad_to_none(tt_tensor *t) {
+    if (!t || !t->grad) return;
+    if (t->persistent) {
+        t->grad_spare = t->grad; /* kept for the next gradient */
+    } else {
+        tt_arena_grad_free(t->grad, t->size);
+    }
+    t->grad = NULL;
 }
 
 bool tt_same_shape(const tt_tensor *a, const tt_tensor *b) {

@@ -47,6 +47,9 @@ typedef struct tt_tensor {
     bool persistent;          /* malloc-owned (tt_free) vs. step arena          */
     bool is_view;             /* data borrowed from another tensor (reshape)    */
     bool retain_grad;         /* keep the grad of a temporary (tt_retain_grad)  */
+    float *grad_spare;        /* a persistent tensor's gradient buffer while its
+                               * grad is NULL after tt_grad_to_none: the next
+                               * gradient is written into it (not malloc'd)     */
     char name[TT_NAME_LEN];   /* "" if unnamed, e.g. "layers.0.attn.wq.weight"  */
     struct tt_node *node;     /* tape node that produced it; NULL for leaves    */
 } tt_tensor;
@@ -74,6 +77,12 @@ tt_tensor *tt_set_requires_grad(tt_tensor *t, bool on); /* returns t            
 static inline int32_t *tt_ids(const tt_tensor *t) { return (int32_t *)t->data; }
 float tt_item(const tt_tensor *t);          /* the single value of a 1-element tensor */
 void tt_zero_grad(tt_tensor *t);            /* grad := 0 (keeps the buffer)           */
+/* grad := NULL, as PyTorch's zero_grad(set_to_none=True): the next backward writes the
+ * gradient instead of adding it to zeros (no zeroing pass, and a Linear's weight
+ * gradient is computed with beta = 0, not read back). A persistent tensor keeps the
+ * buffer (grad_spare) for that, so no memory is freed or touched anew. Until the next
+ * backward reaches t, t->grad is NULL: code that reads it must check. */
+void tt_grad_to_none(tt_tensor *t);
 float *tt_grad_ensure(tt_tensor *t);        /* allocate a zeroed grad if missing      */
 bool tt_same_shape(const tt_tensor *a, const tt_tensor *b);
 /* "[2, 3, 4]" into buf (returns buf); buf needs TT_SHAPE_STR_LEN bytes */

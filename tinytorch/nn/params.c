@@ -54,6 +54,10 @@ void tt_params_zero_grad(tt_params *p) {
     for (int i = 0; i < p->n; i++) tt_zero_grad(p->t[i]);
 }
 
+void tt_params_grad_to_none(tt_params *p) {
+    for (int i = 0; i < p->n; i++) tt_grad_to_none(p->t[i]);
+}
+
 void tt_params_free(tt_params *p) {
     for (int i = 0; i < p->n; i++) tt_free(p->t[i]);
     free(p->t);

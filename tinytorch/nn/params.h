@@ -23,6 +23,7 @@ void tt_params_add(tt_params *p, tt_tensor *t);
 tt_tensor *tt_params_find(const tt_params *p, const char *name);   /* NULL if absent */
 size_t tt_params_numel(const tt_params *p);                        /* total elements */
 void tt_params_zero_grad(tt_params *p);
+void tt_params_grad_to_none(tt_params *p);                         /* tt_grad_to_none */
 void tt_params_free(tt_params *p);                                 /* frees tensors  */
 
 /* Join a prefix and a name with a dot: tt_name_join(buf, "layers.1", "attn") ->

@@ -191,6 +191,8 @@ void tt_optim_step(tt_optim *o) {
 
 void tt_optim_zero_grad(tt_optim *o) { tt_params_zero_grad(o->params); }
 
+void tt_optim_grad_to_none(tt_optim *o) { tt_params_grad_to_none(o->params); }
+
 void tt_optim_free(tt_optim *o) {
     if (!o) return;
     tt_params_free(&o->state);

@@ -55,6 +55,11 @@ tt_optim *tt_optim_adamw(tt_params *p, float lr, float beta1, float beta2, float
 /* One update with o->lr (set o->lr from a schedule before each step). No allocation. */
 void tt_optim_step(tt_optim *o);
 void tt_optim_zero_grad(tt_optim *o);  /* zero every parameter's gradient */
+/* Every parameter's grad := NULL, as torch's zero_grad(set_to_none=True) (tt_grad_to_none:
+ * the buffers are kept and the next backward writes them without a zeroing pass). A
+ * parameter the next backward does not reach keeps grad NULL and tt_optim_step skips it
+ * (for AdamW: no moment update, though the global step count still advances). */
+void tt_optim_grad_to_none(tt_optim *o);
 void tt_optim_free(tt_optim *o);
 
 /* Scale all gradients so that their global L2 norm is at most max_norm; returns the
