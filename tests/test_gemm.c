@@ -252,7 +252,7 @@ static void check_narrow_tile(const char *kernel) {
     }
 }
 
-/* Likewise a ragged last panel of at most half the tile's rows uses a half-height tile:
+/* Likewise a ragged last panel of at most 8 rows uses a shorter (8-row) AVX-512 tile:
  * rows 14..19 of a 20-row product (a 6-row panel) equal those of a 28-row product (two
  * full panels) of the same data bit for bit, in every layout. */
 static void check_half_tile(const char *kernel) {

@@ -80,8 +80,9 @@ typedef struct gemm_kernel {
     /* optional: the micro-kernel reading a full panel of a non-transposed A in place,
      * row r of the panel at a + r * as, step k at + k (see gemm_packed) */
     ukernel_fn ukernel_arows;
-    /* optional: ukernel for panels of at most mr / 2 rows (computes only those) */
+    /* optional: ukernel for ragged panels of at most mr_short rows (computes only those) */
     ukernel_fn ukernel_half;
+    int mr_short;
 } gemm_kernel;
 
 /* ---- packing (shared templates, instantiated per tile size) ------------------------ */
@@ -192,6 +193,9 @@ static void pack_b_generic(bool t, int n, int kc, const float *s, size_t ld, flo
 #define AVX512_NV 2
 #endif
 enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
+/* The short tile's rows: 8, so that a product of 64 rows (a toy expert's weight
+ * gradient) is 4 full panels and one short one with no padding. */
+enum { A5_MR_SHORT = 8 };
 
 /* How a tile is stored (see the end of ukernel_avx512_tpl). */
 enum { EPI_STORE, EPI_ADD, EPI_BIAS, EPI_BIAS_RELU, EPI_GENERAL, EPI_GENERAL_RELU };
@@ -316,7 +320,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
 }
 
 /* The instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS), and
- * all 14 rows or the first 7 ("half", packed A: a ragged last panel of at most 7 rows,
+ * all 14 rows or the first 8 ("half", packed A: a ragged last panel of at most 8 rows,
  * of which the full tile would compute 14; each row computed gets the same arithmetic). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
@@ -345,14 +349,14 @@ TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict
 TARGET_AVX512 static void ukernel_avx512_half(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(A5_NV, false, A5_MR / 2, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+    ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
+                       bias, relu);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_half(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu) {
-    ukernel_avx512_tpl(1, false, A5_MR / 2, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+    ukernel_avx512_tpl(1, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
+                       bias, relu);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -738,7 +742,8 @@ static const gemm_kernel g_kernels[K_COUNT] = {
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
                 pack_b_avx2},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_half},
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_half,
+                  A5_MR_SHORT},
 #endif
 };
 
@@ -746,7 +751,8 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 /* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
                                          ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
-                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_half};
+                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_half,
+                                         A5_MR_SHORT};
 #endif
 
 static bool kernel_supported(int k) {
@@ -998,7 +1004,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                         const bool da = direct_a && i1 - i >= MR;
                         const int mi = imin(MR, i1 - i);
                         ukernel_fn uk = da && !ta                          ? kr->ukernel_arows
-                                        : kr->ukernel_half && 2 * mi <= MR ? kr->ukernel_half
+                                        : kr->ukernel_half && mi <= kr->mr_short ? kr->ukernel_half
                                                                           : kr->ukernel;
                         uk(
                             kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
