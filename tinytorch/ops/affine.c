@@ -7,8 +7,9 @@
  * The same numbers as tt_matmul_nt, tt_add and tt_relu in a row, bit for bit, but one
  * tape node and one output tensor instead of three: tt_gemm_bias adds the bias (and
  * applies the ReLU) to each tile of the product as the micro-kernel stores it, so y is
- * written once, and the backward needs only the output. For the MoE experts of the benchmark
- * models that is two [rows, 4 x dim] activations per expert fewer kept for the backward.
+ * written once, and the backward needs only the output. For the MoE experts of the
+ * benchmark models that is two [rows, 4 x dim] activations per expert fewer kept for the
+ * backward.
  *
  * Backward, with G = dL/dy [M, out]:
  *   Gp = G * [y > 0]          (relu only; y > 0 exactly where x W^T + b > 0)
@@ -126,7 +127,7 @@ static tt_tensor *affine(bool relu, tt_tensor *x, tt_tensor *w, tt_tensor *b, tt
     for (int i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = N;
     tt_tensor *y = tt_tmp(TT_F32, x->ndim, shape);
-tt_gemm_bias(false, true, M, N, K, 1.0f, x->data, K ? K : 1, w->data, K ? K : 1, 0.0f,
+    tt_gemm_bias(false, true, M, N, K, 1.0f, x->data, K ? K : 1, w->data, K ? K : 1, 0.0f,
                  y->data, N ? N : 1, b ? b->data : NULL, relu);
 
     tt_tensor *in[3] = {x, w, b};
