@@ -737,10 +737,10 @@ TARGET_AVX2 static void pack_b_avx2(bool trans, int n, int kc, const float *src,
 enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
 static const gemm_kernel g_kernels[K_COUNT] = {
     [K_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_MR * 32, 256, 2048, ukernel_generic,
-                   pack_a_generic, pack_b_generic},
+                   pack_a_generic, pack_b_generic, NULL, NULL, 0},
 #if GEMM_X86
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
-                pack_b_avx2},
+                pack_b_avx2, NULL, NULL, 0},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
                   pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_half,
                   A5_MR_SHORT},

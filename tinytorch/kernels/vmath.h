@@ -70,10 +70,14 @@ static ALWAYS_INLINE void vload_part(v16 *x, const float *p, int n, float fill) 
  * the row's last 16 floats (ending at p + n) and a lane permutation instead of copying
  * elements through memory. */
 static ALWAYS_INLINE void vload_tail(v16 *x, const float *p, int n, float fill) {
+#if defined(__GNUC__) && !defined(__clang__)
     const v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     v16 last = VLOAD(p + n - VL);                         /* last[k] = p[n - 16 + k] */
     v16 sh = __builtin_shuffle(last, iota + (VL - n));    /* lane i < n: p[i]        */
     *x = vsel(iota < n, sh, vsplat(fill));
+#else /* (clang has no variable-index shuffle builtin) */
+    vload_part(x, p, n, fill);
+#endif
 }
 
 #endif
