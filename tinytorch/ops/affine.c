@@ -57,6 +57,7 @@ typedef struct loop_args {
     const float *yr;    /* the output y (relu)            */
     bool relu;
     int M, N;
+    int bw;             /* columns per block              */
 } loop_args;
 
 /* Column blocks [k0, k1) of the backward's elementwise part, rows in order:
@@ -65,7 +66,7 @@ typedef struct loop_args {
 static void backward_pre_blocks(void *ctx, long k0, long k1) {
     const loop_args *a = ctx;
     for (long blk = k0; blk < k1; blk++) {
-        int j0 = (int)blk * COL_BLOCK, len = j0 + COL_BLOCK < a->N ? COL_BLOCK : a->N - j0;
+        int j0 = (int)blk * a->bw, len = j0 + a->bw < a->N ? a->bw : a->N - j0;
         float *db = a->db ? a->db + j0 : NULL;
         for (int r = 0; r < a->M; r++) {
             size_t o = (size_t)r * a->N + j0;
@@ -81,9 +82,14 @@ static void backward_pre_blocks(void *ctx, long k0, long k1) {
 static void backward_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
                          int N) {
     if (!relu && !db) return;
-    loop_args a = {.y = gp, .db = db, .g = g, .yr = y, .relu = relu, .M = M, .N = N};
+    /* Threads take blocks of COL_BLOCK columns; one thread takes all columns as one
+     * block, so it streams whole rows (each column is still summed in row order: the
+     * same bits). */
     int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
-    tt_parallel_for(nblk, tt_loop_threads((size_t)M * N, PAR_MIN, nblk), backward_pre_blocks, &a);
+    const int nt = tt_loop_threads((size_t)M * N, PAR_MIN, nblk);
+    loop_args a = {.y = gp, .db = db, .g = g, .yr = y, .relu = relu, .M = M, .N = N,
+                   .bw = nt > 1 ? COL_BLOCK : N};
+    tt_parallel_for(nt > 1 ? nblk : 1, nt, backward_pre_blocks, &a);
 }
 
 /* Saved in node->i. */
