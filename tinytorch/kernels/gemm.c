@@ -66,7 +66,7 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
  * gemm_packed: "direct" operands). All MR x NR values must be readable. */
 typedef void (*ukernel_fn)(int kc, const float *a, size_t as, const float *b, size_t bs,
                            float *c, size_t ldc, int m, int n, float alpha, float beta,
-                           const float *bias, bool relu);
+                           const float *bias, bool relu, bool pf_c);
 /* Pack one MR-row panel of op(A) (rows m <= MR, kc columns) / one NR-column sliver of
  * op(B) (kc rows, n <= NR columns). src points at the panel's first element of op(X). */
 typedef void (*pack_fn)(bool trans, int mn, int kc, const float *src, size_t ld, float *dst);
@@ -157,7 +157,7 @@ enum { GEN_MR = 4, GEN_NR = 8 };
 static void ukernel_generic(int kc, const float *restrict a, size_t as,
                             const float *restrict b, size_t bs, float *restrict c, size_t ldc,
                             int m, int n, float alpha, float beta, const float *bias,
-                            bool relu) {
+                            bool relu, bool pf_c) {
     float acc[GEN_MR][GEN_NR] = {{0}};
     for (int k = 0; k < kc; k++, a += as, b += bs)
 #pragma GCC unroll 4
@@ -253,7 +253,8 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
                                                            const float *restrict b, size_t bs,
                                                            float *restrict c, size_t ldc, int m,
                                                            int n, float alpha, float beta,
-                                                           const float *bias, bool relu) {
+                                                           const float *bias, bool relu,
+                                                           bool pf_c) {
     const int NR = 16 * NV;
     __m512 acc[A5_MR][A5_NV];
 #pragma GCC unroll 16
@@ -261,9 +262,10 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 16
-    for (int r = 0; r < MROWS; r++) {
+    for (int r = 0; r < MROWS && pf_c; r++) {
         /* the row's NR floats span 2 or 3 cache lines: fetch all, so that the stores at
-         * the end do not wait for memory (C is often fresh, not in any cache) */
+         * the end do not wait for memory (C is often fresh, not in any cache; pf_c is
+         * false for a C small enough to stay in cache, where this is just overhead) */
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             _mm_prefetch((const char *)(c + r * ldc + 16 * v), _MM_HINT_T0);
@@ -324,39 +326,39 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
  * of which the full tile would compute 14; each row computed gets the same arithmetic). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+                       relu, pf_c);
 }
 TARGET_AVX512 static void ukernel_avx512_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(A5_NV, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+                       relu, pf_c);
 }
 TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(1, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+                       relu, pf_c);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(1, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu);
+                       relu, pf_c);
 }
 TARGET_AVX512 static void ukernel_avx512_half(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
-                       bias, relu);
+                       bias, relu, pf_c);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_half(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(1, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
-                       bias, relu);
+                       bias, relu, pf_c);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -545,12 +547,12 @@ enum { A2_MR = 6, A2_NR = 16 };
 TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
                                      const float *restrict b, size_t bs, float *restrict c,
                                      size_t ldc, int m, int n, float alpha, float beta,
-                                     const float *bias, bool relu) {
+                                     const float *bias, bool relu, bool pf_c) {
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
 #pragma GCC unroll 8
-    for (int r = 0; r < A2_MR; r++) { /* the tile's C lines, ready for the final stores */
+    for (int r = 0; r < A2_MR && pf_c; r++) { /* the tile's C lines, ready for the final stores */
         _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
     }
@@ -858,6 +860,11 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
+/* C of more than this many bytes is prefetched tile by tile before the stores (a smaller
+ * one is in cache: written by the previous op or allocated from recycled arena memory) */
+#ifndef PF_C_MIN_BYTES
+#define PF_C_MIN_BYTES ((size_t)256 << 10)
+#endif
 #ifndef DIRECT_MAX_BYTES
 #define DIRECT_MAX_BYTES ((size_t)1 << 20)
 #endif
@@ -885,6 +892,7 @@ typedef struct gemm_job {
     float *C;
     const float *bias; /* tt_gemm_bias's epilogue (NULL, false: none) */
     bool relu;
+    bool pf_c;         /* the micro-kernel prefetches its C tile (C is large)      */
     size_t lda, ldb, ldc;
     int m_units, nbm, nbn, block_rows; /* row blocks x column splits (see gemm_packed) */
     float *bbuf;                       /* the packed B panel, shared                  */
@@ -936,7 +944,8 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
                           (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
-                          bias, relu, lda, ldb, ldc, m_units, nbm, nbn, block_rows,
+                          bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
+                          ldb, ldc, m_units, nbm, nbn, block_rows,
                           pack_buf_get(&tls_b, (size_t)KC * NC), &bar};
     /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
     if (nthreads > 1) {
@@ -1010,7 +1019,8 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                             kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
                             da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
                             mi, imin(NR, jc + nc - j), alpha, bet,
-                            last && g->bias ? g->bias + j : NULL, last && g->relu);
+                            last && g->bias ? g->bias + j : NULL, last && g->relu,
+                            g->pf_c);
                     }
                 }
             }
