@@ -60,7 +60,8 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
  * (b[k*bs + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
  *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)
  * then, if bias (the tile's first column's bias), C[r][j] += bias[j], and if relu,
- * C = max(C, 0): the epilogue of the last k slice of tt_gemm_bias.
+ * C = max(C, 0): the epilogue of the last k slice of tt_gemm_bias. pf_c: prefetch the
+ * tile's C lines at the start (worth it only when C may not be in cache).
  * Packed operands have as = MR and bs = NR; the driver also passes operands that are
  * already laid out that way in the caller's matrix with their row stride (see
  * gemm_packed: "direct" operands). All MR x NR values must be readable. */
