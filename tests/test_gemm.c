@@ -255,7 +255,7 @@ static void check_narrow_tile(const char *kernel) {
 /* Likewise a ragged last panel of at most 8 rows uses a shorter (8-row) AVX-512 tile:
  * rows 14..19 of a 20-row product (a 6-row panel) equal those of a 28-row product (two
  * full panels) of the same data bit for bit, in every layout. */
-static void check_half_tile(const char *kernel) {
+static void check_short_tile(const char *kernel) {
     tt_rng r;
     tt_rng_seed(&r, 8);
     const int MW = 28, MS = 20, N = 70, K = 300;
@@ -275,7 +275,7 @@ static void check_half_tile(const char *kernel) {
 
 START_TEST(test_gemm_narrow_tile_same_bits) {
     for_each_kernel(check_narrow_tile);
-    for_each_kernel(check_half_tile);
+    for_each_kernel(check_short_tile);
 }
 END_TEST
 

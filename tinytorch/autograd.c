@@ -348,19 +348,21 @@ float *tt_grad_acc(tt_tensor *t) {
 float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh) {
     *fresh = false;
     if (!t || !t->requires_grad) return NULL;
-    if (!t->grad && (!t->persistent || t->grad_spare)) {
-        /* first contribution: skip zeroing the buffer (a temporary's new one, or the
-         * one a parameter kept through tt_grad_to_none) */
-        if (t->grad_spare) {
-            t->grad = t->grad_spare;
-            t->grad_spare = NULL;
-        } else {
-            t->grad = tt_arena_grad_alloc(t->size);
-        }
+    if (!t->grad) { /* first contribution: the caller overwrites, no zeroing */
+        t->grad = tt_grad_buffer(t);
         *fresh = true;
-        return t->grad;
     }
-    return tt_grad_ensure(t);
+    return t->grad;
+}
+
+void tt_grad_add_same(tt_tensor *t, const float *g) {
+    bool fresh;
+    float *gt = tt_grad_acc_fresh(t, &fresh);
+    if (!gt) return;
+    if (fresh)
+        tt_copy_into(gt, g, t->size);
+    else
+        tt_add_into(gt, g, t->size);
 }
 
 /* ---- mutation testing ------------------------------------------------------------------ */

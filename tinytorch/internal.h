@@ -36,6 +36,8 @@ static inline size_t tt_rows(const tt_tensor *t) {
     return c ? t->size / (size_t)c : 0;
 }
 
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* Hot elementwise loops: TT_CLONES compiles a function for AVX-512, AVX2 and the
  * baseline and picks one at load time (gcc on x86-64); VEC asks for a vectorised loop
  * (plain -O2 in gcc 12 does not vectorise loops that need a scalar remainder). Only on
@@ -77,6 +79,11 @@ size_t tt_shape_numel(int ndim, const int *shape, tt_src src, const char *op);
 float *tt_arena_grad_alloc(size_t n_floats);
 /* Hand a buffer from tt_arena_grad_alloc back for reuse within this step. */
 void tt_arena_grad_free(float *p, size_t n_floats);
+/* t's next gradient buffer, uninitialised (the caller sets t->grad): the one kept by
+ * tt_grad_to_none, else a new one (malloc for a persistent tensor, the arena's free list
+ * for a temporary). tt_grad_ensure zeroes it; tt_grad_acc_fresh lets the caller
+ * overwrite it. */
+float *tt_grad_buffer(tt_tensor *t);
 /* tt_grad_acc for a backward that can write its whole contribution in one go: when the
  * gradient buffer is new (*fresh), it is NOT zeroed and the caller must overwrite every
  * element (e.g. a gemm with beta = 0) instead of accumulating. */
@@ -86,6 +93,16 @@ float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh);
  * after this backward, the buffer changes hands instead of being added into zeros, and
  * true is returned; false: the caller accumulates as usual. */
 bool tt_grad_pass_through(tt_node *n);
+
+/* t's gradient += g, g of t's size (an op that passes its output gradient to t
+ * unchanged: a view, a same-shape add): a new buffer gets a copy of g (no zeroing
+ * pass), an existing one g added. */
+void tt_grad_add_same(tt_tensor *t, const float *g);
+
+/* dst[i] += src[i] / dst[i] = src[i] for i < n, split between threads from 2^16
+ * elements (parallel.c). */
+void tt_add_into(float *dst, const float *src, size_t n);
+void tt_copy_into(float *dst, const float *src, size_t n);
 
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);

@@ -8,6 +8,8 @@
  * case and opens a region only when it will really have several threads. */
 #include "internal.h"
 
+#include <string.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -47,3 +49,36 @@ int tt_thread_num(void) {
     return 0;
 #endif
 }
+
+/* The two plain loops several backward passes need, in chunks so that a thread's share
+ * is contiguous. Element-wise: the same bits for any thread count. */
+#define ELEM_PAR_MIN ((size_t)1 << 16)
+#define ELEM_CHUNK 16384
+
+typedef struct elem_job {
+    float *dst;
+    const float *src;
+    size_t n;
+    bool add;
+} elem_job;
+
+static void elem_chunks(void *ctx, long c0, long c1) {
+    const elem_job *j = ctx;
+    size_t o = (size_t)c0 * ELEM_CHUNK, e = (size_t)c1 * ELEM_CHUNK;
+    if (e > j->n) e = j->n;
+    float *restrict d = j->dst;
+    const float *restrict s = j->src;
+    if (j->add)
+        VEC for (size_t i = o; i < e; i++) d[i] += s[i];
+    else
+        memcpy(d + o, s + o, (e - o) * sizeof(float));
+}
+
+static void elem_run(float *dst, const float *src, size_t n, bool add) {
+    elem_job j = {dst, src, n, add};
+    long nch = (long)((n + ELEM_CHUNK - 1) / ELEM_CHUNK);
+    tt_parallel_for(nch, tt_loop_threads(n, ELEM_PAR_MIN, nch), elem_chunks, &j);
+}
+
+void tt_add_into(float *dst, const float *src, size_t n) { elem_run(dst, src, n, true); }
+void tt_copy_into(float *dst, const float *src, size_t n) { elem_run(dst, src, n, false); }

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static size_t g_persistent_bytes = 0, g_persistent_count = 0;
 
 void tt_mem_track(long long bytes, int tensors) {
@@ -172,19 +171,24 @@ float tt_item(const tt_tensor *t) {
     return t->dtype == TT_I32 ? (float)tt_ids(t)[0] : t->data[0];
 }
 
+float *tt_grad_buffer(tt_tensor *t) {
+    float *g;
+    if (t->grad_spare) { /* kept by tt_grad_to_none */
+        g = t->grad_spare;
+        t->grad_spare = NULL;
+    } else if (t->persistent) {
+        g = tt_xmalloc(t->size * sizeof(float));
+        tt_mem_track((long long)(t->size * sizeof(float)), 0);
+    } else {
+        g = tt_arena_grad_alloc(t->size);
+    }
+    return g;
+}
+
 float *tt_grad_ensure(tt_tensor *t) {
     if (!t->grad) {
-        size_t bytes = t->size * sizeof(float);
-        if (t->grad_spare) { /* after tt_grad_to_none */
-            t->grad = t->grad_spare;
-            t->grad_spare = NULL;
-        } else if (t->persistent) {
-            t->grad = tt_xmalloc(bytes);
-            tt_mem_track((long long)bytes, 0);
-        } else {
-            t->grad = tt_arena_grad_alloc(t->size);
-        }
-        memset(t->grad, 0, bytes);
+        t->grad = tt_grad_buffer(t);
+        memset(t->grad, 0, t->size * sizeof(float));
     }
     return t->grad;
 }

@@ -12,9 +12,8 @@
  * Packing makes both operands contiguous in exactly the order the micro-kernel reads
  * them, so the four transpose combinations differ only in the packing routines. (Small
  * operands already in a usable order are read in place instead: "direct" operands, see
- * gemm_packed.) Ragged
- * edges are zero-padded in the packed buffers; the micro-kernel then computes a full
- * tile and stores only the valid m x n corner (masked stores).
+ * gemm_packed.) Ragged edges are zero-padded in the packed buffers; the micro-kernel then
+ * computes a full tile and stores only the valid m x n corner (masked stores).
  *
  * Packing reads each operand element once, the micro-kernel reads it MR or NR times from
  * cache, so for the modest sizes of training (K and N of a few hundred) packing is a
@@ -52,8 +51,6 @@
 #define GEMM_X86 0
 #endif
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* A micro-kernel multiplies an MR x kc panel of A (a[k*as + r]) by a kc x NR sliver of B
@@ -81,8 +78,9 @@ typedef struct gemm_kernel {
     /* optional: the micro-kernel reading a full panel of a non-transposed A in place,
      * row r of the panel at a + r * as, step k at + k (see gemm_packed) */
     ukernel_fn ukernel_arows;
-    /* optional: ukernel for ragged panels of at most mr_short rows (computes only those) */
-    ukernel_fn ukernel_half;
+    /* optional: a micro-kernel of mr_short rows, for ragged last panels of at most that
+     * many rows (the full tile would compute mr rows of them) */
+    ukernel_fn ukernel_short;
     int mr_short;
 } gemm_kernel;
 
@@ -277,7 +275,6 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     const float *ap[A5_MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MROWS; r++) ap[r] = AROWS ? a + r * as : a + r;
-    const size_t astep = AROWS ? 1 : as;
     for (int k = 0; k < kc; k++) {
         if (AROWS && (k & 15) == 0) {
             /* 14 row streams, one new cache line each per 16 steps: more streams than the
@@ -295,7 +292,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
         }
-        if (!AROWS) a += astep;
+        if (!AROWS) a += as;
         b += bs;
     }
 
@@ -323,7 +320,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
 }
 
 /* The instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS), and
- * all 14 rows or the first 8 ("half", packed A: a ragged last panel of at most 8 rows,
+ * all 14 rows or the first 8 ("short", packed A: a ragged last panel of at most 8 rows,
  * of which the full tile would compute 14; each row computed gets the same arithmetic). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
@@ -349,13 +346,13 @@ TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict
     ukernel_avx512_tpl(1, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
                        relu, pf_c);
 }
-TARGET_AVX512 static void ukernel_avx512_half(int kc, const float *restrict a, size_t as,
+TARGET_AVX512 static void ukernel_avx512_short(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
                        bias, relu, pf_c);
 }
-TARGET_AVX512 static void ukernel_avx512_n16_half(int kc, const float *restrict a, size_t as,
+TARGET_AVX512 static void ukernel_avx512_n16_short(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(1, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
@@ -745,7 +742,7 @@ static const gemm_kernel g_kernels[K_COUNT] = {
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
                 pack_b_avx2, NULL, NULL, 0},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_half,
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_short,
                   A5_MR_SHORT},
 #endif
 };
@@ -754,7 +751,7 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 /* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
                                          ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
-                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_half,
+                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_short,
                                          A5_MR_SHORT};
 #endif
 
@@ -1013,9 +1010,11 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                         int i = i0 + q * MR;
                         const bool da = direct_a && i1 - i >= MR;
                         const int mi = imin(MR, i1 - i);
-                        ukernel_fn uk = da && !ta                          ? kr->ukernel_arows
-                                        : kr->ukernel_half && mi <= kr->mr_short ? kr->ukernel_half
-                                                                          : kr->ukernel;
+                        ukernel_fn uk = kr->ukernel;
+                        if (da && !ta)
+                            uk = kr->ukernel_arows;
+                        else if (kr->ukernel_short && mi <= kr->mr_short)
+                            uk = kr->ukernel_short;
                         uk(
                             kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
                             da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
@@ -1078,9 +1077,9 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
     }
 }
 
-static void gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-                    int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                    const float *bias, bool relu) {
+void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                  const float *bias, bool relu) {
     tt_src here = {__FILE__, __LINE__};
     if (M < 0 || N < 0 || K < 0)
         tt_error_at(here, "gemm", "negative size M=%d N=%d K=%d", M, N, K);
@@ -1132,11 +1131,5 @@ static void gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha
 
 void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    gemm_ex(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, false);
-}
-
-void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
-                  int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                  const float *bias, bool relu) {
-    gemm_ex(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, relu);
+    tt_gemm_bias(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, false);
 }

@@ -24,6 +24,7 @@ typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
 #endif
 
 /* (Macros, not functions: 64-byte vectors by value would draw GCC's -Wpsabi note.) */
+#define VIOTA ((v16i){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}) /* lane numbers */
 #define vsel(mask, a, b) ((v16)(((v16i)(a) & (mask)) | ((v16i)(b) & ~(mask)))) /* mask ? a : b */
 #define vsplat(x) ((v16){0} + (float)(x))
 #define VLOAD(p) ((v16)(*(const v16u *)(p)))
@@ -71,10 +72,9 @@ static ALWAYS_INLINE void vload_part(v16 *x, const float *p, int n, float fill) 
  * elements through memory. */
 static ALWAYS_INLINE void vload_tail(v16 *x, const float *p, int n, float fill) {
 #if defined(__GNUC__) && !defined(__clang__)
-    const v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     v16 last = VLOAD(p + n - VL);                         /* last[k] = p[n - 16 + k] */
-    v16 sh = __builtin_shuffle(last, iota + (VL - n));    /* lane i < n: p[i]        */
-    *x = vsel(iota < n, sh, vsplat(fill));
+    v16 sh = __builtin_shuffle(last, VIOTA + (VL - n));   /* lane i < n: p[i]        */
+    *x = vsel(VIOTA < n, sh, vsplat(fill));
 #else /* (clang has no variable-index shuffle builtin) */
     vload_part(x, p, n, fill);
 #endif

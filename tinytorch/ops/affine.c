@@ -51,10 +51,10 @@ TT_CLONES static void add_row(float *restrict db, const float *restrict g, int n
 
 /* The backward's elementwise loop, split between threads by column blocks. */
 typedef struct loop_args {
-    float *y;           /* Gp (relu)                      */
+    float *gp;          /* Gp (relu)                      */
     float *db;          /* the bias gradient, or NULL     */
     const float *g;     /* G                              */
-    const float *yr;    /* the output y (relu)            */
+    const float *y;     /* the output y (relu)            */
     bool relu;
     int M, N;
     int bw;             /* columns per block              */
@@ -71,7 +71,7 @@ static void backward_pre_blocks(void *ctx, long k0, long k1) {
         for (int r = 0; r < a->M; r++) {
             size_t o = (size_t)r * a->N + j0;
             if (a->relu)
-                relu_mask_row(a->g + o, a->yr + o, a->y + o, db, len);
+                relu_mask_row(a->g + o, a->y + o, a->gp + o, db, len);
             else
                 add_row(db, a->g + o, len);
         }
@@ -87,7 +87,7 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
      * same bits). */
     int nblk = (N + COL_BLOCK - 1) / COL_BLOCK;
     const int nt = tt_loop_threads((size_t)M * N, PAR_MIN, nblk);
-    loop_args a = {.y = gp, .db = db, .g = g, .yr = y, .relu = relu, .M = M, .N = N,
+    loop_args a = {.gp = gp, .db = db, .g = g, .y = y, .relu = relu, .M = M, .N = N,
                    .bw = nt > 1 ? COL_BLOCK : N};
     tt_parallel_for(nt > 1 ? nblk : 1, nt, backward_pre_blocks, &a);
 }

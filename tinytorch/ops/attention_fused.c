@@ -329,8 +329,7 @@ static size_t scratch_v(const att_geom *g) {
 static ALWAYS_INLINE void softmax_t(const att_geom *g, float *P, int i0, int rows, int n) {
     /* (the two vectors of a row written out: the running max and sums stay in registers) */
     const v16 ninf = vsplat(-INFINITY), scale = vsplat(g->scale);
-    v16i iota0, iota1;
-    for (int i = 0; i < VL; i++) iota0[i] = i, iota1[i] = VL + i;
+    const v16i iota0 = VIOTA, iota1 = VIOTA + VL;
     v16 m0 = ninf, m1 = ninf;
     for (int j = 0; j < n; j++) {
         const int l = first_lane(g, i0, j);
@@ -353,18 +352,14 @@ static ALWAYS_INLINE void softmax_t(const att_geom *g, float *P, int i0, int row
         v16 e1 = VLOAD(p + VL) - m1;
         vexp(&e1);
         VSTORE(p + VL, e1);
-        s2 += __builtin_convertvector(__builtin_shufflevector(e1, e1, 0, 1, 2, 3, 4, 5, 6, 7),
-                                      v8d);
-        s3 += __builtin_convertvector(
-            __builtin_shufflevector(e1, e1, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+        s2 += VLO_D(e1);
+        s3 += VHI_D(e1);
         if (l < VL) {
             v16 e0 = VLOAD(p) - m0;
             vexp(&e0);
             VSTORE(p, e0);
-            s0 += __builtin_convertvector(
-                __builtin_shufflevector(e0, e0, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
-            s1 += __builtin_convertvector(
-                __builtin_shufflevector(e0, e0, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+            s0 += VLO_D(e0);
+            s1 += VHI_D(e0);
         } else {
             VSTORE(p, (v16){0});
         }

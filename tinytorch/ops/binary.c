@@ -28,9 +28,6 @@
  */
 #include "../internal.h"
 
-#include <string.h>
-
-
 /* a loop the compiler must vectorise (plain -O2 only vectorises loops whose trip count
  * needs no scalar remainder); only elementwise loops, never a reduction */
 
@@ -398,40 +395,11 @@ static void backward_bcast(binop op, const bcast *bc, int which, const float *g,
     }
 }
 
-/* dst = src in chunks [c0, c1) of COPY_CHUNK floats */
-#define COPY_CHUNK 16384
-typedef struct copy_job {
-    float *dst;
-    const float *src;
-    size_t n;
-} copy_job;
-
-static void copy_chunks(void *ctx, long c0, long c1) {
-    const copy_job *j = ctx;
-    size_t o = (size_t)c0 * COPY_CHUNK, e = (size_t)c1 * COPY_CHUNK;
-    if (e > j->n) e = j->n;
-    memcpy(j->dst + o, j->src + o, (e - o) * sizeof(float));
-}
-
-/* d(a + b) of two same-shaped inputs: both gradients are g. b's, if new, is a copy of g
- * (not zeros plus g; split between threads like the other loops); a's takes g's buffer
- * over if it can (tt_grad_pass_through). */
+/* d(a + b) of two same-shaped inputs: both gradients are g. b's first (a copy, or g
+ * added); then a's, which takes g's buffer over if it can (tt_grad_pass_through). */
 static void add_same_backward(tt_node *n) {
-    tt_tensor *a = n->in[0], *b = n->in[1];
-    const float *g = n->out->grad;
-    const size_t size = n->out->size;
-    bool fresh;
-    float *gb = tt_grad_acc_fresh(b, &fresh);
-    if (gb && fresh) {
-        copy_job j = {gb, g, size};
-        long nch = (long)((size + COPY_CHUNK - 1) / COPY_CHUNK);
-        tt_parallel_for(nch, tt_loop_threads(size, PAR_MIN_ELEMS, nch), copy_chunks, &j);
-    } else if (gb) {
-        backward_rows(ADD, n->ctx, 1, g, a->data, b->data, gb, size);
-    }
-    if (tt_grad_pass_through(n)) return;
-    float *ga = tt_grad_acc(a);
-    if (ga) backward_rows(ADD, n->ctx, 0, g, a->data, b->data, ga, size);
+    tt_grad_add_same(n->in[1], n->out->grad);
+    if (!tt_grad_pass_through(n)) tt_grad_add_same(n->in[0], n->out->grad);
 }
 
 static void binary_backward(tt_node *n) {

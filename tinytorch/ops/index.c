@@ -178,14 +178,6 @@ tt_tensor *tt_index_select_(tt_tensor *x, tt_tensor *idx, tt_src src) {
  *   d dst += g                      (y depends on dst with slope 1 everywhere)
  *   d src[m, ...] += g[idx[m], ...] (an index_select of g)                          */
 
-/* dst[i] += src[i] for elements [i0, i1) */
-static void add_elems(void *ctx, long i0, long i1) {
-    const idx_job *j = ctx;
-    float *restrict d = j->dst;
-    const float *restrict s = j->src;
-    VEC for (long i = i0; i < i1; i++) d[i] += s[i];
-}
-
 /* dst[m, :] += src[idx[m], :] for rows [m0, m1) (one writer per row) */
 static void add_gathered_rows(void *ctx, long m0, long m1) {
     const idx_job *j = ctx;
@@ -200,12 +192,7 @@ static void add_gathered_rows(void *ctx, long m0, long m1) {
 static void index_add_backward(tt_node *n) {
     tt_tensor *dst = n->in[0], *idx = n->in[1], *rows = n->in[2];
     const float *g = n->out->grad;
-    float *gd = tt_grad_acc(dst);
-    if (gd) {
-        long size = (long)dst->size;
-        idx_job j = {.dst = gd, .src = g};
-        tt_parallel_for(size, tt_loop_threads((size_t)size, PAR_MIN_ELEMS, size), add_elems, &j);
-    }
+    tt_grad_add_same(dst, g);
     float *gs = tt_grad_acc(rows);
     if (gs) {
         size_t row = row_elems(dst), m_rows = idx->size;

@@ -96,7 +96,6 @@ TT_CLONES static void softmax_acc_rows(const float *restrict x, int V, long r0, 
                                        const float *restrict m, const float *restrict ls,
                                        const bool *restrict valid, float scale,
                                        float *restrict g) {
-    const v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     for (long r = r0; r < r1; r++) {
         if (!valid[r]) continue;
         const float *xr = x + (size_t)r * V;
@@ -115,7 +114,7 @@ TT_CLONES static void softmax_acc_rows(const float *restrict x, int V, long r0, 
             v16 e = (VLOAD(xr + o) - mr) - lr;
             vexp(&e);
             v16 old = VLOAD(gr + o);
-            VSTORE(gr + o, vsel(iota >= VL - (V - j), old + e * scale, old));
+            VSTORE(gr + o, vsel(VIOTA >= VL - (V - j), old + e * scale, old));
         } else {
             for (; j < V; j++) { /* (a row shorter than 16: one lane at a time) */
                 v16 e = vsplat((xr[j] - mr) - lr);

@@ -30,7 +30,6 @@
 #include "../internal.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 
 #define PAR_MIN_ELEMS 32768
@@ -74,7 +73,7 @@ typedef float v8f __attribute__((vector_size(32)));
     ((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
 
 /* sum_j x_j and sum_j (x_j - mu)^2 (the second only when mu is given) */
-static inline __attribute__((always_inline)) double sum_row(const float *x, int C) {
+static ALWAYS_INLINE double sum_row(const float *x, int C) {
     v8d acc = {0};
     int j = 0;
     for (; j + 8 <= C; j += 8) acc += LOAD8(x + j);
@@ -83,7 +82,7 @@ static inline __attribute__((always_inline)) double sum_row(const float *x, int 
     return s;
 }
 
-static inline __attribute__((always_inline)) double sumsq_row(const float *x, double mu, int C) {
+static ALWAYS_INLINE double sumsq_row(const float *x, double mu, int C) {
     v8d acc = {0}, m = {mu, mu, mu, mu, mu, mu, mu, mu};
     int j = 0;
     for (; j + 8 <= C; j += 8) {
@@ -153,7 +152,7 @@ static void affine_backward(const norm_ctx *c, const float *g, float *gw, float 
 
 /* dx of one row: with dxhat = g w (or g) and xhat = (x - mu) rs,
  * gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); layer = false: rms_norm. */
-static inline __attribute__((always_inline)) void
+static ALWAYS_INLINE void
 norm_backward_row(const float *restrict xr, const float *restrict gr, const float *restrict w,
                   float mu, float rs, bool layer, int C, float *restrict gxr,
                   float *restrict tmp) {
@@ -182,20 +181,17 @@ norm_backward_row(const float *restrict xr, const float *restrict gr, const floa
     VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
 }
 
-/* dx for rows [r0, r1) (the row loop inside the vectorised clone: rows overlap) */
-TT_CLONES static void dx_rows_run(const norm_job *j, float *tmp, long r0, long r1) {
+/* dx for rows [r0, r1), the row loop inside the vectorised clone (rows overlap); scratch:
+ * 2 C floats per thread, slot tt_thread_num() */
+TT_CLONES static void dx_rows(void *ctx, long r0, long r1) {
+    const norm_job *j = ctx;
     const int C = j->C;
     const bool layer = j->mean != NULL;
+    float *tmp = j->scratch + (size_t)tt_thread_num() * 2 * (size_t)C;
     for (long r = r0; r < r1; r++)
         norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
                           layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C,
                           j->out + (size_t)r * C, tmp);
-}
-
-/* dx for rows [r0, r1); scratch: 2 C floats per thread, slot tt_thread_num() */
-static void dx_rows(void *ctx, long r0, long r1) {
-    const norm_job *j = ctx;
-    dx_rows_run(j, j->scratch + (size_t)tt_thread_num() * 2 * (size_t)j->C, r0, r1);
 }
 
 /* dx for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
@@ -218,7 +214,7 @@ static void norm_backward(tt_node *nd) {
 }
 
 /* ---- forward ----------------------------------------------------------------------------------- */
-static inline __attribute__((always_inline)) void
+static ALWAYS_INLINE void
 norm_forward_row(const float *restrict xr, const float *restrict w, const float *restrict b,
                  float eps, bool layer, int C, float *mean, float *rstd, float *restrict yr) {
     double mu = layer ? sum_row(xr, C) / C : 0.0;
@@ -239,14 +235,13 @@ norm_forward_row(const float *restrict xr, const float *restrict w, const float 
 }
 
 /* forward rows [r0, r1) (the row loop inside the vectorised clone: rows overlap) */
-TT_CLONES static void forward_rows_run(const norm_job *j, long r0, long r1) {
+TT_CLONES static void forward_rows(void *ctx, long r0, long r1) {
+    const norm_job *j = ctx;
     const int C = j->C;
     for (long r = r0; r < r1; r++)
         norm_forward_row(j->x + (size_t)r * C, j->w, j->b, j->eps, j->mean != NULL, C,
                          j->mean ? j->mean + r : NULL, j->rstd + r, j->out + (size_t)r * C);
 }
-
-static void forward_rows(void *ctx, long r0, long r1) { forward_rows_run(ctx, r0, r1); }
 
 /* Forward of both: rows of x -> y, saving mean (layer only) and rstd per row. */
 static void norm_forward(const tt_tensor *x, const float *w, const float *b, float eps,

@@ -14,10 +14,6 @@
 
 #include <stdio.h>
 
-
-/* elements from which the gradient copies are shared between threads */
-#define PAR_MIN_ELEMS ((size_t)1 << 16)
-
 static void check_tensor(const tt_tensor *t, tt_src src, const char *op, const char *arg) {
     if (!t) tt_error_at(src, op, "argument '%s' is NULL", arg);
 }
@@ -38,28 +34,9 @@ static const char *shape_text(int ndim, const int *shape, char *buf, size_t len)
 }
 
 /* ---- reshape: a view -------------------------------------------------------------- */
-typedef struct add_job {
-    float *dst;
-    const float *src;
-} add_job;
-
-/* dst[i] += src[i] for elements [i0, i1) */
-static void add_elems(void *ctx, long i0, long i1) {
-    const add_job *j = ctx;
-    float *restrict d = j->dst;
-    const float *restrict s = j->src;
-    VEC for (long i = i0; i < i1; i++) d[i] += s[i];
-}
-
 /* dx += g: the elements keep their row-major order, only the shape changes. */
 static void reshape_backward(tt_node *n) {
-    if (tt_grad_pass_through(n)) return;
-    float *ga = tt_grad_acc(n->in[0]);
-    long size = (long)n->out->size;
-    if (ga) {
-        add_job j = {ga, n->out->grad};
-        tt_parallel_for(size, tt_loop_threads((size_t)size, PAR_MIN_ELEMS, size), add_elems, &j);
-    }
+    if (!tt_grad_pass_through(n)) tt_grad_add_same(n->in[0], n->out->grad);
 }
 
 tt_tensor *tt_reshape_(tt_tensor *a, int ndim, const int *shape, tt_src src) {
