@@ -188,10 +188,14 @@ END_TEST
 
 /* Results must not depend on the number of threads: each element of C is computed by one
  * thread over the same k order. Sizes are large enough to be split (>= 2^22 multiply-adds),
- * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices. */
+ * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices; the last
+ * two split the columns of one row block over three k slices (each thread packs its own
+ * slivers as it goes, the next one prefetched across the slice boundary), with B packed
+ * (1000 columns) or, non-transposed, read in place (200 columns, 720 KB). */
 static void check_thread_invariance(const char *kernel) {
 #ifdef _OPENMP
-    static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400}, {100, 90, 900}};
+    static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
+                                {100, 90, 900}, {60, 1000, 900}, {60, 200, 900}};
     int saved = omp_get_max_threads();
     tt_rng r;
     tt_rng_seed(&r, 42);

@@ -9,6 +9,10 @@
  *     for each sliver jr, for each panel ir:                          (sliver in L1)
  *       micro-kernel: an MR x NR tile of C += A-panel @ B-sliver, kept in registers
  *
+ * A product of one row block (the MoE experts' few hundred rows) skips the shared
+ * panel: each thread packs its own B slivers one at a time, just before use, and
+ * prefetches the next one's source meanwhile (gemm_thread_own).
+ *
  * Packing makes both operands contiguous in exactly the order the micro-kernel reads
  * them, so the four transpose combinations differ only in the packing routines. (Small
  * operands already in a usable order are read in place instead: "direct" operands, see
@@ -810,7 +814,7 @@ typedef struct pack_buf {
     float *p;
     size_t n; /* floats */
 } pack_buf;
-static _Thread_local pack_buf tls_a, tls_b;
+static _Thread_local pack_buf tls_a, tls_b, tls_sliver;
 
 static float *pack_buf_get(pack_buf *b, size_t n) {
     if (b->n < n) {
@@ -956,9 +960,110 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     }
 }
 
+/* The source in B of sliver s of the (jc, pc) panel: n_rows rows of row_bytes bytes
+ * (stride ldb floats). NT: NR rows of B (columns of op(B)), kc floats each; NN: kc rows,
+ * NR floats each. */
+typedef struct b_src {
+    const char *p;
+    int n_rows;
+    size_t row_bytes;
+} b_src;
+
+static b_src b_sliver_src(const gemm_job *g, int jc, int nc, int pc, int kc, int s) {
+    const int j = jc + s * g->kr->nr, n = imin(g->kr->nr, jc + nc - j);
+    b_src r = {(const char *)op_at(g->B, g->tb, g->ldb, pc, j), g->tb ? n : kc,
+               (size_t)(g->tb ? kc : n) * sizeof(float)};
+    return r;
+}
+
+/* Prefetch rows [r0, r1) of a sliver's source: every 64-byte line of each row (the
+ * last byte too, for a row that does not start on a line). */
+static inline void prefetch_rows(const b_src *src, size_t ld_bytes, int r0, int r1) {
+#if GEMM_X86
+    for (int r = r0; r < r1; r++) {
+        const char *row = src->p + (size_t)r * ld_bytes;
+        for (size_t off = 0; off < src->row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+        _mm_prefetch(row + src->row_bytes - 1, _MM_HINT_T0);
+    }
+#else
+    (void)src, (void)ld_bytes, (void)r0, (void)r1;
+#endif
+}
+
+/* Thread t of nt when it owns every row of C in its columns (one row block: one thread,
+ * or the threads split the column slivers; the experts' products of a few hundred rows).
+ * Nobody shares its B slivers, so it packs each one just before use, into a private
+ * one-sliver buffer that the micro-kernel then finds in L1 / L2 (rather than a KC x NC
+ * panel that waited in L3), and while it multiplies a sliver it prefetches the source of
+ * the next one, a slice of a weight matrix that usually comes cold from memory. No
+ * barriers. Every tile gets the same k slices in the same order: the same bits. */
+static void gemm_thread_own(const gemm_job *g, int t, int nt) {
+    const gemm_kernel *kr = g->kr;
+    const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
+    const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const float *A = g->A, *B = g->B;
+    const size_t lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
+    const int n_panels = ceil_div(M, MR);
+    for (int jc = 0; jc < N; jc += NC) {
+        const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
+        const int s0 = (int)((long long)t * n_slivers / nt);
+        const int s1 = (int)((long long)(t + 1) * n_slivers / nt);
+        for (int pc = 0; pc < K && s0 < s1; pc += KC) {
+            const int kc = imin(KC, K - pc);
+            const float bet = pc == 0 ? g->beta : 1.0f;
+            const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
+            for (int q = 0; q < n_panels; q++) {
+                const int i = q * MR;
+                if (!(direct_a && M - i >= MR))
+                    kr->pack_a(ta, imin(MR, M - i), kc, op_at(A, ta, lda, i, pc), lda,
+                               abuf + (size_t)q * MR * kc);
+            }
+            for (int s = s0; s < s1; s++) {
+                const int j = jc + s * NR, n = imin(NR, jc + nc - j);
+                const bool db = direct_b && n == NR;
+                if (!db) kr->pack_b(tb, n, kc, op_at(B, tb, ldb, pc, j), ldb, sbuf);
+                const float *bp = db ? B + (size_t)pc * ldb + j : sbuf;
+                const size_t bs = db ? ldb : (size_t)NR;
+                /* the next sliver to be packed: s + 1 of this slice, else s0 of the next
+                 * (a direct one is read in place, when it is needed) */
+                b_src nx = {NULL, 0, 0};
+                if (s + 1 < s1)
+                    nx = b_sliver_src(g, jc, nc, pc, kc, s + 1);
+                else if (!last)
+                    nx = b_sliver_src(g, jc, nc, pc + KC, imin(KC, K - pc - KC), s0);
+                if (direct_b && nx.row_bytes == (size_t)NR * sizeof(float)) nx.p = NULL;
+                for (int q = 0; q < n_panels; q++) {
+                    const int i = q * MR, mi = imin(MR, M - i);
+                    const bool da = direct_a && mi == MR;
+                    if (nx.p) /* spread over the panels: 1/n_panels of it each */
+                        prefetch_rows(&nx, ldb * sizeof(float),
+                                      (int)((long long)q * nx.n_rows / n_panels),
+                                      (int)((long long)(q + 1) * nx.n_rows / n_panels));
+                    ukernel_fn uk = kr->ukernel;
+                    if (da && !ta)
+                        uk = kr->ukernel_arows;
+                    else if (kr->ukernel_short && mi <= kr->mr_short)
+                        uk = kr->ukernel_short;
+                    uk(kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
+                       da ? lda : (size_t)MR, bp, bs, g->C + (size_t)i * ldc + j, ldc, mi, n,
+                       g->alpha, bet, last && g->bias ? g->bias + j : NULL, last && g->relu,
+                       g->pf_c);
+                }
+            }
+        }
+    }
+}
+
 /* Thread t of nt: its share of the B packing, then of the (row block, column split)
- * items, per (jc, pc) panel. */
+ * items, per (jc, pc) panel. A thread that owns all rows of its columns takes
+ * gemm_thread_own instead. */
 static void gemm_thread(const gemm_job *g, int t, int nt) {
+    if (g->nbm == 1 && g->nbn == nt) {
+        gemm_thread_own(g, t, nt);
+        return;
+    }
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
     const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
