@@ -2,8 +2,12 @@
  * and relu in a row (values and gradients, bit for bit), gradient checks with the 1.01
  * mutation test, shapes, no-grad, errors. */
 #include "tt_test.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* in = {x, w, b}; user = "relu" or NULL; n_in 2 = no bias */
 typedef struct aff_case {
@@ -136,6 +140,79 @@ START_TEST(test_affine_same_tensor) {
 }
 END_TEST
 
+/* x, w, b's gradients after one backward of sum(seed * affine_relu(x, w, b)) with the given
+ * thread count (malloc'd copies, in that order) */
+static void grads_with_threads(int threads, tt_tensor *x, tt_tensor *w, tt_tensor *b,
+                               float *out[3]) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    tt_tensor *in[3] = {x, w, b};
+    for (int i = 0; i < 3; i++) tt_zero_grad(in[i]);
+    tt_tensor *y = tt_affine_relu(x, w, b);
+    float *seed = malloc(y->size * sizeof(float));
+    for (size_t i = 0; i < y->size; i++) seed[i] = (float)((int)(i % 5) - 2) * 0.5f;
+    tt_backward_seed(y, seed);
+    free(seed);
+    for (int i = 0; i < 3; i++) {
+        out[i] = malloc(in[i]->size * sizeof(float));
+        memcpy(out[i], in[i]->grad, in[i]->size * sizeof(float));
+    }
+    tt_tape_reset();
+}
+
+/* Backward products too small for tt_gemm to split (here 128 x 64 x 256: 2 M multiply-
+ * adds) run side by side on two threads, dx on one and dW on the other: the same bits as
+ * on one thread and as the composed ops. With x as its own weight there is one gradient
+ * buffer, and the two products stay in sequence (the second adds to the first). */
+START_TEST(test_affine_side_by_side) {
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+#endif
+    ck_assert_int_eq(tt_gemm_threads(128, 64, 256), 1);
+    check_same_as_composed((aff_case){true, true}, TT_SHAPE(128, 64), 256);
+    check_same_as_composed((aff_case){false, true}, TT_SHAPE(2, 64, 256), 64);
+
+    tt_tensor *x = tt_test_param(TT_SHAPE(128, 64), -1, 1);
+    tt_tensor *w = tt_test_param(TT_SHAPE(256, 64), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(256), -1, 1);
+    float *one[3], *two[3];
+    grads_with_threads(1, x, w, b, one);
+    grads_with_threads(2, x, w, b, two);
+    tt_tensor *in[3] = {x, w, b};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(memcmp(one[i], two[i], in[i]->size * sizeof(float)) == 0,
+                      "gradient %d differs between 1 and 2 threads (max diff %g)", i,
+                      tt_test_maxdiff(one[i], two[i], in[i]->size));
+        free(one[i]), free(two[i]);
+    }
+    tt_free(x), tt_free(w), tt_free(b);
+
+    /* x x^T, 200 x 200 x 64: dx and dW are one buffer */
+    tt_tensor *s = tt_test_param(TT_SHAPE(200, 64), -1, 1);
+    float *want = NULL;
+    for (int v = 0; v < 2; v++) {
+        tt_zero_grad(s);
+        tt_tensor *y = v ? tt_affine(s, s, NULL) : tt_matmul_nt(s, s);
+        tt_backward(tt_sum_all(tt_mul(y, y)));
+        if (v)
+            ck_assert_msg(tt_test_maxdiff(want, s->grad, s->size) == 0.0f,
+                          "x x^T: affine's gradient differs from matmul_nt's");
+        else
+            want = memcpy(malloc(s->size * sizeof(float)), s->grad, s->size * sizeof(float));
+        tt_tape_reset();
+    }
+    free(want);
+    tt_free(s);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+END_TEST
+
 START_TEST(test_affine_data_input) {
     /* x is data (no grad): only w and b get gradients; dL/db = column sums of G = 2 rows */
     tt_tensor *x = tt_from_data(TT_SHAPE(2, 2), (float[]){1, 2, 3, 4});
@@ -179,6 +256,7 @@ static Suite *affine_suite(void) {
     tcase_add_test(tc, test_affine_matches_composed);
     tcase_add_test(tc, test_affine_grad);
     tcase_add_test(tc, test_affine_same_tensor);
+    tcase_add_test(tc, test_affine_side_by_side);
     tcase_add_test(tc, test_affine_data_input);
     tcase_add_test(tc, test_affine_errors);
     suite_add_tcase(s, tc);

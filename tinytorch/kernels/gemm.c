@@ -1182,6 +1182,22 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
     }
 }
 
+int tt_gemm_threads(int M, int N, int K) {
+    long long work = (long long)M * N * K;
+    int nthreads = 1;
+#ifdef _OPENMP
+    /* Only from outside every parallel region: inside one, even an inactive (if-false)
+     * one, a team is nested, and libgomp creates fresh threads for every nested team
+     * (they would also leak their thread-local pack buffers when they exit). */
+    if (work >= GEMM_PAR_MIN && M >= 2 && N >= 2 && omp_get_level() == 0) {
+        nthreads = omp_get_max_threads();
+        long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
+        if (nthreads > cap) nthreads = (int)cap;
+    }
+#endif
+    return nthreads;
+}
+
 void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
                   const float *bias, bool relu) {
@@ -1214,17 +1230,7 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
         if (bias || relu) bias_act_rows(C, (size_t)ldc, M, N, bias, relu);
         return;
     }
-    int nthreads = 1;
-#ifdef _OPENMP
-    /* Only from outside every parallel region: inside one, even an inactive (if-false)
-     * one, a team is nested, and libgomp creates fresh threads for every nested team
-     * (they would also leak their thread-local pack buffers when they exit). */
-    if (work >= GEMM_PAR_MIN && omp_get_level() == 0) {
-        nthreads = omp_get_max_threads();
-        long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
-        if (nthreads > cap) nthreads = (int)cap;
-    }
-#endif
+    const int nthreads = tt_gemm_threads(M, N, K);
     int k = current_kernel();
     const gemm_kernel *kr = &g_kernels[k];
 #if GEMM_X86

@@ -43,6 +43,12 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
                   const float *bias, bool relu);
 
+/* How many threads tt_gemm would use for an M x N x K product called from here: 1 inside
+ * an OpenMP parallel region, without OpenMP, or for a product too small to split (below
+ * about 4 million multiply-adds); else up to omp_get_max_threads(). For callers that
+ * would rather run two independent small products side by side (a Linear's backward). */
+int tt_gemm_threads(int M, int N, int K);
+
 /* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
 const char *tt_gemm_kernel(void);
 

@@ -92,6 +92,41 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
     tt_parallel_for(nt > 1 ? nblk : 1, nt, backward_pre_blocks, &a);
 }
 
+/* The two products of the backward, dx = Gp W and dW = Gp^T x: the same multiply-adds
+ * each, independent of each other. Products too small for tt_gemm to split between
+ * threads (those of the toy model: a few million multiply-adds, 10-20 us) run side by
+ * side instead, dx on the calling thread (the next backward reads it from this core's
+ * cache) and dW on the other. Each is still computed whole by one thread: the same bits. */
+typedef struct grads_job {
+    const float *g, *x, *w; /* Gp [M, N], x [M, K], W [N, K] */
+    float *gx, *gw;         /* either may be NULL            */
+    float beta_x, beta_w;   /* 0: fresh buffer, 1: accumulate */
+    int M, K, N;
+} grads_job;
+
+/* Below this many multiply-adds a product is not worth a parallel region (~1 us). */
+#define SIDE_BY_SIDE_MIN ((size_t)1 << 18)
+
+static bool side_by_side(const grads_job *j) {
+    if (!j->gx || !j->gw || j->gx == j->gw) return false;
+    size_t work = (size_t)j->M * (size_t)j->N * (size_t)j->K;
+    return tt_gemm_threads(j->M, j->K, j->N) == 1 && tt_gemm_threads(j->N, j->K, j->M) == 1 &&
+           tt_loop_threads(work, SIDE_BY_SIDE_MIN, 2) == 2;
+}
+
+/* task 0: dx, task 1: dW */
+static void grads_range(void *ctx, long t0, long t1) {
+    const grads_job *j = ctx;
+    for (long t = t0; t < t1; t++) {
+        if (t == 0 && j->gx)
+            tt_gemm(false, false, j->M, j->K, j->N, 1.0f, j->g, j->N, j->w, j->K, j->beta_x,
+                    j->gx, j->K);
+        if (t == 1 && j->gw)
+            tt_gemm(true, false, j->N, j->K, j->M, 1.0f, j->g, j->N, j->x, j->K, j->beta_w,
+                    j->gw, j->K);
+    }
+}
+
 /* Saved in node->i. */
 enum { I_M, I_IN, I_OUT, I_RELU };
 
@@ -104,11 +139,14 @@ static void affine_backward(tt_node *n) {
     float *gb = b ? tt_grad_acc(b) : NULL;
     backward_pre(g, n->out->data, relu, gp, gb, M, N);
     if (relu) g = gp;
-    bool fresh;
-    float *gx = tt_grad_acc_fresh(x, &fresh);
-    if (gx) tt_gemm(false, false, M, K, N, 1.0f, g, N, w->data, K, fresh ? 0.0f : 1.0f, gx, K);
-    float *gw = tt_grad_acc_fresh(w, &fresh);
-    if (gw) tt_gemm(true, false, N, K, M, 1.0f, g, N, x->data, K, fresh ? 0.0f : 1.0f, gw, K);
+    /* (both buffers first: the arena is not for threads; if x is w, the second is the
+     * first, not fresh, and dW adds to dx's product as it would in sequence) */
+    bool fresh_x, fresh_w;
+    float *gx = tt_grad_acc_fresh(x, &fresh_x);
+    float *gw = tt_grad_acc_fresh(w, &fresh_w);
+    grads_job j = {g, x->data, w->data, gx, gw, fresh_x ? 0.0f : 1.0f, fresh_w ? 0.0f : 1.0f,
+                   M, K, N};
+    tt_parallel_for(2, side_by_side(&j) ? 2 : 1, grads_range, &j);
     if (gp) tt_arena_grad_free(gp, (size_t)M * N);
 }
 
