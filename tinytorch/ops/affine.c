@@ -92,11 +92,14 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
     tt_parallel_for(nt > 1 ? nblk : 1, nt, backward_pre_blocks, &a);
 }
 
-/* The two products of the backward, dx = Gp W and dW = Gp^T x: the same multiply-adds
- * each, independent of each other. Products too small for tt_gemm to split between
- * threads (those of the toy model: a few million multiply-adds, 10-20 us) run side by
- * side instead, dx on the calling thread (the next backward reads it from this core's
- * cache) and dW on the other. Each is still computed whole by one thread: the same bits. */
+/* The two products of the backward, dx = Gp W and dW = Gp^T x: the same number of
+ * multiply-adds each, and independent of each other. With two threads they run side by
+ * side, dx on the calling thread (the next backward reads it from this core's cache) and
+ * dW on the other, rather than each split in two: no synchronisation inside a product,
+ * no A panel packed by both threads, and the toy model's products (a few million
+ * multiply-adds), too small for tt_gemm to split at all, get the second core too. With
+ * more threads, only products that tt_gemm would not split go side by side. Each product
+ * is computed whole by one thread: the same bits for any thread count. */
 typedef struct grads_job {
     const float *g, *x, *w; /* Gp [M, N], x [M, K], W [N, K] */
     float *gx, *gw;         /* either may be NULL            */
@@ -108,10 +111,12 @@ typedef struct grads_job {
 #define SIDE_BY_SIDE_MIN ((size_t)1 << 18)
 
 static bool side_by_side(const grads_job *j) {
-    if (!j->gx || !j->gw || j->gx == j->gw) return false;
+    if (!j->gx || !j->gw || j->gx == j->gw) return false; /* (x is w: one buffer, in order) */
     size_t work = (size_t)j->M * (size_t)j->N * (size_t)j->K;
-    return tt_gemm_threads(j->M, j->K, j->N) == 1 && tt_gemm_threads(j->N, j->K, j->M) == 1 &&
-           tt_loop_threads(work, SIDE_BY_SIDE_MIN, 2) == 2;
+    int avail = tt_loop_threads(work, SIDE_BY_SIDE_MIN, LONG_MAX); /* threads here, or 1 */
+    if (avail < 2) return false;
+    return avail == 2 ||
+           (tt_gemm_threads(j->M, j->K, j->N) == 1 && tt_gemm_threads(j->N, j->K, j->M) == 1);
 }
 
 /* task 0: dx, task 1: dW */
