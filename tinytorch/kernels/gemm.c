@@ -960,6 +960,23 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     }
 }
 
+/* The tile of C at (i, j), mi x n, over the k slice [pc, pc + kc): the micro-kernel for
+ * it (A read in place when da: row stride lda; else its packed panel ap), B sliver bp with
+ * step bs; bet: beta for this slice, last: the slice that applies the epilogue. */
+static inline void run_tile(const gemm_job *g, bool da, const float *ap, int i, int mi, int pc,
+                            int kc, const float *bp, size_t bs, int j, int n, float bet,
+                            bool last) {
+    const gemm_kernel *kr = g->kr;
+    ukernel_fn uk = kr->ukernel;
+    if (da && !g->ta)
+        uk = kr->ukernel_arows;
+    else if (kr->ukernel_short && mi <= kr->mr_short)
+        uk = kr->ukernel_short;
+    uk(kc, da ? op_at(g->A, g->ta, g->lda, i, pc) : ap, da ? g->lda : (size_t)kr->mr, bp, bs,
+       g->C + (size_t)i * g->ldc + j, g->ldc, mi, n, g->alpha, bet,
+       last && g->bias ? g->bias + j : NULL, last && g->relu, g->pf_c);
+}
+
 /* The source in B of sliver s of the (jc, pc) panel: n_rows rows of row_bytes bytes
  * (stride ldb floats). NT: NR rows of B (columns of op(B)), kc floats each; NN: kc rows,
  * NR floats each. */
@@ -1002,7 +1019,7 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
     const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
     const float *A = g->A, *B = g->B;
-    const size_t lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    const size_t lda = g->lda, ldb = g->ldb;
     float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
     float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
     const int n_panels = ceil_div(M, MR);
@@ -1041,15 +1058,8 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
                         prefetch_rows(&nx, ldb * sizeof(float),
                                       (int)((long long)q * nx.n_rows / n_panels),
                                       (int)((long long)(q + 1) * nx.n_rows / n_panels));
-                    ukernel_fn uk = kr->ukernel;
-                    if (da && !ta)
-                        uk = kr->ukernel_arows;
-                    else if (kr->ukernel_short && mi <= kr->mr_short)
-                        uk = kr->ukernel_short;
-                    uk(kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
-                       da ? lda : (size_t)MR, bp, bs, g->C + (size_t)i * ldc + j, ldc, mi, n,
-                       g->alpha, bet, last && g->bias ? g->bias + j : NULL, last && g->relu,
-                       g->pf_c);
+                    run_tile(g, da, abuf + (size_t)q * MR * kc, i, mi, pc, kc, bp, bs, j, n,
+                             bet, last);
                 }
             }
         }
@@ -1067,9 +1077,9 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
     const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
-    const float alpha = g->alpha, beta = g->beta, *A = g->A, *B = g->B;
-    float *C = g->C, *bbuf = g->bbuf;
-    const size_t lda = g->lda, ldb = g->ldb, ldc = g->ldc;
+    const float beta = g->beta, *A = g->A, *B = g->B;
+    float *bbuf = g->bbuf;
+    const size_t lda = g->lda, ldb = g->ldb;
     const int m_units = g->m_units, nbm = g->nbm, nbn = g->nbn, n_items = nbm * nbn;
     spin_barrier *bar = g->bar;
     float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
@@ -1113,19 +1123,9 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                     const size_t bs = db ? ldb : (size_t)NR;
                     for (int q = 0; q < n_panels; q++) {
                         int i = i0 + q * MR;
-                        const bool da = direct_a && i1 - i >= MR;
-                        const int mi = imin(MR, i1 - i);
-                        ukernel_fn uk = kr->ukernel;
-                        if (da && !ta)
-                            uk = kr->ukernel_arows;
-                        else if (kr->ukernel_short && mi <= kr->mr_short)
-                            uk = kr->ukernel_short;
-                        uk(
-                            kc, da ? op_at(A, ta, lda, i, pc) : abuf + (size_t)q * MR * kc,
-                            da ? lda : (size_t)MR, bp, bs, C + (size_t)i * ldc + j, ldc,
-                            mi, imin(NR, jc + nc - j), alpha, bet,
-                            last && g->bias ? g->bias + j : NULL, last && g->relu,
-                            g->pf_c);
+                        run_tile(g, direct_a && i1 - i >= MR, abuf + (size_t)q * MR * kc, i,
+                                 imin(MR, i1 - i), pc, kc, bp, bs, j, imin(NR, jc + nc - j),
+                                 bet, last);
                     }
                 }
             }
