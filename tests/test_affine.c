@@ -163,10 +163,11 @@ static void grads_with_threads(int threads, tt_tensor *x, tt_tensor *w, tt_tenso
     tt_tape_reset();
 }
 
-/* Backward products too small for tt_gemm to split (here 128 x 64 x 256: 2 M multiply-
- * adds) run side by side on two threads, dx on one and dW on the other: the same bits as
- * on one thread and as the composed ops. With x as its own weight there is one gradient
- * buffer, and the two products stay in sequence (the second adds to the first). */
+/* With two threads the backward's two products run side by side, dx on one thread and
+ * dW on the other (here 128 x 64 x 256, 2 M multiply-adds: too small for tt_gemm to split
+ * anyway): the same bits as on one thread and as the composed ops. With x as its own
+ * weight there is one gradient buffer, and the two products stay in sequence (the second
+ * adds to the first). */
 START_TEST(test_affine_side_by_side) {
 #ifdef _OPENMP
     int saved = omp_get_max_threads();
