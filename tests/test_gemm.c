@@ -30,6 +30,12 @@ static mat mat_new(int rows, int cols, int pad, tt_rng *r) {
     return m;
 }
 
+/* The stored matrix behind op(X) of rows x cols: X itself, or (trans) its transpose,
+ * stored cols x rows. */
+static mat op_new(bool trans, int rows, int cols, int pad, tt_rng *r) {
+    return trans ? mat_new(cols, rows, pad, r) : mat_new(rows, cols, pad, r);
+}
+
 /* The check: C = alpha op(A) op(B) + beta C0 in double. Every element must lie within
  * the worst-case float error bound of a dot product of length K, gamma_{K+3} times the
  * sum of the absolute values of the terms (Higham, Accuracy and Stability of Numerical
@@ -41,8 +47,8 @@ static void check_gemm(const char *what, bool ta, bool tb, int M, int N, int K, 
                        float beta, int pad) {
     tt_rng r;
     tt_rng_seed(&r, (uint64_t)(M * 1000003 + N * 1009 + K * 7 + ta * 2 + tb));
-    mat A = ta ? mat_new(K, M, pad, &r) : mat_new(M, K, pad, &r);
-    mat B = tb ? mat_new(N, K, pad, &r) : mat_new(K, N, pad, &r);
+    mat A = op_new(ta, M, K, pad, &r);
+    mat B = op_new(tb, K, N, pad, &r);
     mat C = mat_new(M, N, pad, &r);
     float *c0 = malloc(((size_t)M * C.ld + 1) * sizeof(float));
     memcpy(c0, C.v, (size_t)M * C.ld * sizeof(float));
@@ -203,8 +209,8 @@ static void check_thread_invariance(const char *kernel) {
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
             int M = sz[s][0], N = sz[s][1], K = sz[s][2];
-            mat A = ta ? mat_new(K, M, 0, &r) : mat_new(M, K, 0, &r);
-            mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+            mat A = op_new(ta, M, K, 0, &r);
+            mat B = op_new(tb, K, N, 0, &r);
             float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
             for (int i = 0; i < M * N; i++) c1[i] = c2[i] = (float)(i % 7) - 3.0f;
             omp_set_num_threads(1);
@@ -239,7 +245,7 @@ static void check_narrow_tile(const char *kernel) {
     const int M = 1100, K = 500, NW = 40, NN = 8;
     for (int tb = 0; tb < 2; tb++) {
         mat A = mat_new(M, K, 0, &r);
-        mat B = tb ? mat_new(NW, K, 0, &r) : mat_new(K, NW, 0, &r); /* rows 0..7 / cols 0..7 */
+        mat B = op_new(tb, K, NW, 0, &r); /* rows 0..7 / cols 0..7 */
         float *wide = malloc(sizeof(float) * M * NW), *narrow = malloc(sizeof(float) * M * NN);
         tt_gemm(false, tb, M, NW, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, wide, NW);
         /* the same first 8 columns of op(B): B's first 8 rows (tb) or its ld unchanged */
@@ -265,8 +271,8 @@ static void check_short_tile(const char *kernel) {
     const int MW = 28, MS = 20, N = 70, K = 300;
     for (int t = 0; t < 4; t++) {
         bool ta = t & 1, tb = t & 2;
-        mat A = ta ? mat_new(K, MW, 0, &r) : mat_new(MW, K, 0, &r);
-        mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+        mat A = op_new(ta, MW, K, 0, &r);
+        mat B = op_new(tb, K, N, 0, &r);
         float *wide = malloc(sizeof(float) * MW * N), *part = malloc(sizeof(float) * MS * N);
         tt_gemm(ta, tb, MW, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, wide, N);
         tt_gemm(ta, tb, MS, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, part, N);
@@ -295,8 +301,8 @@ static void check_direct_operands(const char *kernel) {
     const int M = 100, N = 70, K = 45, WIDE = 600;
     for (int t = 0; t < 4; t++) {
         bool ta = t & 1, tb = t & 2;
-        mat A = ta ? mat_new(K, M, 0, &r) : mat_new(M, K, 0, &r);
-        mat B = tb ? mat_new(N, K, 0, &r) : mat_new(K, N, 0, &r);
+        mat A = op_new(ta, M, K, 0, &r);
+        mat B = op_new(tb, K, N, 0, &r);
         mat Aw = {A.rows, A.cols, WIDE, malloc(sizeof(float) * A.rows * WIDE)};
         mat Bw = {B.rows, B.cols, WIDE, malloc(sizeof(float) * B.rows * WIDE)};
         for (int i = 0; i < A.rows; i++)
@@ -330,8 +336,8 @@ static void check_bias_epilogue(const char *kernel) {
         for (int t = 0; t < 8; t++) {
             bool ta = t & 1, tb = t & 2, relu = t & 4;
             const int M = sz[s][0], N = sz[s][1], K = sz[s][2];
-            mat A = ta ? mat_new(K, M, 1, &r) : mat_new(M, K, 1, &r);
-            mat B = tb ? mat_new(N, K, 1, &r) : mat_new(K, N, 1, &r);
+            mat A = op_new(ta, M, K, 1, &r);
+            mat B = op_new(tb, K, N, 1, &r);
             if (K > 0) A.v[ta ? 3 : 3 * (size_t)A.ld] = NAN; /* poisons row 3 of C */
             float *bias = malloc(sizeof(float) * N), *c1 = malloc(sizeof(float) * M * N),
                   *c2 = malloc(sizeof(float) * M * N);

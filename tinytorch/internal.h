@@ -62,6 +62,11 @@ static inline size_t tt_rows(const tt_tensor *t) {
 typedef void (*tt_range_fn)(void *ctx, long begin, long end);
 int tt_loop_threads(size_t work, size_t min_work, long n);
 void tt_parallel_for(long n, int nthreads, tt_range_fn fn, void *ctx);
+/* An element-wise loop over [0, n) in chunks of `chunk` elements: fn(ctx, off, len) for
+ * each chunk, the chunks split between threads as tt_parallel_for's iterations (threads
+ * from min_work elements, tt_loop_threads). */
+typedef void (*tt_chunk_fn)(void *ctx, size_t off, size_t len);
+void tt_parallel_chunks(size_t n, size_t chunk, size_t min_work, tt_chunk_fn fn, void *ctx);
 /* Inside a range function: which of tt_parallel_for's nthreads ranges runs it, 0 ..
  * nthreads - 1 (0 when serial), for per-thread scratch allocated before the call. */
 int tt_thread_num(void);

@@ -50,35 +50,53 @@ int tt_thread_num(void) {
 #endif
 }
 
-/* The two plain loops several backward passes need, in chunks so that a thread's share
- * is contiguous. Element-wise: the same bits for any thread count. */
+typedef struct chunk_job {
+    size_t n, chunk;
+    tt_chunk_fn fn;
+    void *ctx;
+} chunk_job;
+
+static void chunk_range(void *p, long c0, long c1) {
+    const chunk_job *j = p;
+    for (long c = c0; c < c1; c++) {
+        size_t off = (size_t)c * j->chunk;
+        j->fn(j->ctx, off, j->n - off < j->chunk ? j->n - off : j->chunk);
+    }
+}
+
+void tt_parallel_chunks(size_t n, size_t chunk, size_t min_work, tt_chunk_fn fn, void *ctx) {
+    long nch = (long)((n + chunk - 1) / chunk);
+    chunk_job j = {n, chunk, fn, ctx};
+    tt_parallel_for(nch, tt_loop_threads(n, min_work, nch), chunk_range, &j);
+}
+
+/* The two plain loops several backward passes need. Element-wise: the same bits for any
+ * thread count. */
 #define ELEM_PAR_MIN ((size_t)1 << 16)
 #define ELEM_CHUNK 16384
 
 typedef struct elem_job {
     float *dst;
     const float *src;
-    size_t n;
     bool add;
 } elem_job;
 
-static void elem_chunks(void *ctx, long c0, long c1) {
+static void elem_chunk(void *ctx, size_t off, size_t len) {
     const elem_job *j = ctx;
-    size_t o = (size_t)c0 * ELEM_CHUNK, e = (size_t)c1 * ELEM_CHUNK;
-    if (e > j->n) e = j->n;
-    float *restrict d = j->dst;
-    const float *restrict s = j->src;
+    float *restrict d = j->dst + off;
+    const float *restrict s = j->src + off;
     if (j->add)
-        VEC for (size_t i = o; i < e; i++) d[i] += s[i];
+        VEC for (size_t i = 0; i < len; i++) d[i] += s[i];
     else
-        memcpy(d + o, s + o, (e - o) * sizeof(float));
+        memcpy(d, s, len * sizeof(float));
 }
 
-static void elem_run(float *dst, const float *src, size_t n, bool add) {
-    elem_job j = {dst, src, n, add};
-    long nch = (long)((n + ELEM_CHUNK - 1) / ELEM_CHUNK);
-    tt_parallel_for(nch, tt_loop_threads(n, ELEM_PAR_MIN, nch), elem_chunks, &j);
+void tt_add_into(float *dst, const float *src, size_t n) {
+    elem_job j = {dst, src, true};
+    tt_parallel_chunks(n, ELEM_CHUNK, ELEM_PAR_MIN, elem_chunk, &j);
 }
 
-void tt_add_into(float *dst, const float *src, size_t n) { elem_run(dst, src, n, true); }
-void tt_copy_into(float *dst, const float *src, size_t n) { elem_run(dst, src, n, false); }
+void tt_copy_into(float *dst, const float *src, size_t n) {
+    elem_job j = {dst, src, false};
+    tt_parallel_chunks(n, ELEM_CHUNK, ELEM_PAR_MIN, elem_chunk, &j);
+}

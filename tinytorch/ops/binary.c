@@ -295,20 +295,24 @@ typedef struct bin_job {
     binop op;
     const bcast *bc;
     int which;              /* the side whose gradient is computed (0: a, 1: b) */
-    const float *g, *a, *b; /* g: the output's gradient (backward)              */
+    const float *g, *a, *b; /* g: the output's gradient (backward; NULL forward) */
     float *out;             /* c (forward) or gx                                */
     size_t n;               /* output elements                                  */
 } bin_job;
 
-/* c = a op b for rows [r0, r1) of the plan */
-static void forward_rows(void *ctx, long r0, long r1) {
+/* Rows [r0, r1) of the plan: c = a op b (forward, g NULL) or gx += d (backward) */
+static void elementwise_rows(void *ctx, long r0, long r1) {
     const bin_job *j = ctx;
     const bcast *bc = j->bc;
     for (long r = r0; r < r1; r++) {
         float as = 0.0f, bs = 0.0f;
         const float *ar = side_row(bc, 0, j->a, (size_t)r, &as);
         const float *br = side_row(bc, 1, j->b, (size_t)r, &bs);
-        fwd_row(j->op, ar, as, br, bs, j->out + (size_t)r * bc->C, row_len(bc, j->n, (size_t)r));
+        size_t off = (size_t)r * bc->C, len = row_len(bc, j->n, (size_t)r);
+        if (j->g)
+            bwd_row(j->op, j->which, j->g + off, ar, as, br, bs, j->out + off, len);
+        else
+            fwd_row(j->op, ar, as, br, bs, j->out + off, len);
     }
 }
 
@@ -320,21 +324,7 @@ static void forward(binop op, const bcast *bc, const float *a, const float *b, f
     }
     long R = (long)bc->R;
     bin_job j = {.op = op, .bc = bc, .a = a, .b = b, .out = c, .n = n};
-    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), forward_rows, &j);
-}
-
-/* gx += d for rows [r0, r1) of the plan */
-static void grad_rows(void *ctx, long r0, long r1) {
-    const bin_job *j = ctx;
-    const bcast *bc = j->bc;
-    for (long r = r0; r < r1; r++) {
-        float as = 0.0f, bs = 0.0f;
-        const float *ar = side_row(bc, 0, j->a, (size_t)r, &as);
-        const float *br = side_row(bc, 1, j->b, (size_t)r, &bs);
-        size_t off = (size_t)r * bc->C;
-        bwd_row(j->op, j->which, j->g + off, ar, as, br, bs, j->out + off,
-                row_len(bc, j->n, (size_t)r));
-    }
+    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), elementwise_rows, &j);
 }
 
 /* The gradient of a side that has the output's shape (or of both, when same). */
@@ -342,7 +332,7 @@ static void backward_rows(binop op, const bcast *bc, int which, const float *g,
                           const float *a, const float *b, float *gx, size_t n) {
     long R = (long)bc->R;
     bin_job j = {op, bc, which, g, a, b, gx, n};
-    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), grad_rows, &j);
+    tt_parallel_for(R, tt_loop_threads(n, PAR_MIN_ELEMS, R), elementwise_rows, &j);
 }
 
 /* tile: gx[j] += sum_r d(r, j), r ascending, for column blocks [k0, k1) */

@@ -131,22 +131,17 @@ static bool uses_libm(unop op) { return op >= EXP && op != RELU; }
 
 static size_t par_min(unop op) { return uses_libm(op) ? PAR_MIN_LIBM : PAR_MIN_CHEAP; }
 
-/* The forward or the backward over chunks of CHUNK elements (tt_parallel_for). */
+/* The forward or the backward over chunks of CHUNK elements (tt_parallel_chunks). */
 typedef struct un_job {
     unop op;
     float s;
     const float *x, *y, *g; /* the input; backward: the output and dL/dy */
     float *out;             /* y (forward) or dx (backward)              */
-    size_t n;
 } un_job;
 
-/* backward, chunks [c0, c1) */
-static void grad_chunks(void *ctx, long c0, long c1) {
+static void grad_chunk(void *ctx, size_t o, size_t len) {
     const un_job *j = ctx;
-    for (long c = c0; c < c1; c++) {
-        size_t o = (size_t)c * CHUNK, len = j->n - o < CHUNK ? j->n - o : CHUNK;
-        unary_grad(j->op, j->s, j->g + o, j->x + o, j->y + o, j->out + o, len);
-    }
+    unary_grad(j->op, j->s, j->g + o, j->x + o, j->y + o, j->out + o, len);
 }
 
 static void unary_backward(tt_node *nd) {
@@ -154,25 +149,18 @@ static void unary_backward(tt_node *nd) {
     tt_tensor *a = nd->in[0];
     float *gx = tt_grad_acc(a);
     if (!gx) return;
-    size_t n = a->size;
-    long nch = (long)((n + CHUNK - 1) / CHUNK);
-    un_job j = {op, nd->f[0], a->data, nd->out->data, nd->out->grad, gx, n};
-    tt_parallel_for(nch, tt_loop_threads(n, par_min(op), nch), grad_chunks, &j);
+    un_job j = {op, nd->f[0], a->data, nd->out->data, nd->out->grad, gx};
+    tt_parallel_chunks(a->size, CHUNK, par_min(op), grad_chunk, &j);
 }
 
-/* forward, chunks [c0, c1) */
-static void forward_chunks(void *ctx, long c0, long c1) {
+static void forward_chunk(void *ctx, size_t o, size_t len) {
     const un_job *j = ctx;
-    for (long c = c0; c < c1; c++) {
-        size_t o = (size_t)c * CHUNK, len = j->n - o < CHUNK ? j->n - o : CHUNK;
-        unary_forward(j->op, j->s, j->x + o, j->out + o, len);
-    }
+    unary_forward(j->op, j->s, j->x + o, j->out + o, len);
 }
 
 static void unary_run(unop op, float s, const float *x, float *y, size_t n) {
-    long nch = (long)((n + CHUNK - 1) / CHUNK);
-    un_job j = {.op = op, .s = s, .x = x, .out = y, .n = n};
-    tt_parallel_for(nch, tt_loop_threads(n, par_min(op), nch), forward_chunks, &j);
+    un_job j = {.op = op, .s = s, .x = x, .out = y};
+    tt_parallel_chunks(n, CHUNK, par_min(op), forward_chunk, &j);
 }
 
 static tt_tensor *unary(unop op, tt_tensor *a, float s, tt_src src) {

@@ -126,24 +126,18 @@ typedef struct sgd_job {
     const tt_optim *o;
     float *x, *b;
     const float *gr;
-    size_t n;
 } sgd_job;
 
-/* chunks [c0, c1) of SGD_CHUNK elements */
-static void sgd_chunks(void *ctx, long c0, long c1) {
+static void sgd_piece(void *ctx, size_t off, size_t len) {
     const sgd_job *j = ctx;
-    for (long c = c0; c < c1; c++) {
-        size_t off = (size_t)c * SGD_CHUNK, len = j->n - off < SGD_CHUNK ? j->n - off : SGD_CHUNK;
-        sgd_chunk(j->x + off, j->gr + off, j->b ? j->b + off : NULL, len, j->o->lr,
-                  j->o->weight_decay, j->o->momentum, j->o->nesterov);
-    }
+    sgd_chunk(j->x + off, j->gr + off, j->b ? j->b + off : NULL, len, j->o->lr,
+              j->o->weight_decay, j->o->momentum, j->o->nesterov);
 }
 
 static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
-    sgd_job j = {o, w->data, buf ? buf->data : NULL, w->grad, w->size};
-    const long nch = (long)((j.n + SGD_CHUNK - 1) / SGD_CHUNK);
+    sgd_job j = {o, w->data, buf ? buf->data : NULL, w->grad};
     /* element-wise, each element by one thread: the same bits for any thread count */
-    tt_parallel_for(nch, tt_loop_threads(j.n, SGD_PAR_MIN, nch), sgd_chunks, &j);
+    tt_parallel_chunks(w->size, SGD_CHUNK, SGD_PAR_MIN, sgd_piece, &j);
 }
 
 /* AdamW, per element (torch.optim.AdamW, t = step count after increment):
