@@ -82,10 +82,11 @@ typedef struct gemm_kernel {
     /* optional: the micro-kernel reading a full panel of a non-transposed A in place,
      * row r of the panel at a + r * as, step k at + k (see gemm_packed) */
     ukernel_fn ukernel_arows;
-    /* optional: a micro-kernel of mr_short rows, for ragged last panels of at most that
-     * many rows (the full tile would compute mr rows of them) */
-    ukernel_fn ukernel_short;
-    int mr_short;
+    /* optional: micro-kernels of fewer rows, for ragged last panels: short[s] computes
+     * short_rows[s] rows (ascending; unused entries NULL / 0); a panel of m rows takes
+     * the first that covers m, or the full tile, which would compute mr rows of them */
+    ukernel_fn ukernel_short[2];
+    int short_rows[2];
 } gemm_kernel;
 
 /* ---- packing (shared templates, instantiated per tile size) ------------------------ */
@@ -196,9 +197,11 @@ static void pack_b_generic(bool t, int n, int kc, const float *s, size_t ld, flo
 #define AVX512_NV 2
 #endif
 enum { A5_MR = AVX512_MR, A5_NV = AVX512_NV, A5_NR = 16 * AVX512_NV };
-/* The short tile's rows: 8, so that a product of 64 rows (a toy expert's weight
- * gradient) is 4 full panels and one short one with no padding. */
-enum { A5_MR_SHORT = 8 };
+/* The short tiles' rows: 8, so that a product of 64 rows (a toy expert's weight
+ * gradient) is 4 full panels and one short one with no padding; and 4, for the last
+ * 4 rows of 256 (= 18 x 14 + 4: the toy's and every batch x seq = 256k product) and
+ * the 1-3 rows left over by many an expert's tokens, which would otherwise cost 8. */
+enum { A5_MR_SHORT = 8, A5_MR_SHORT4 = 4 };
 
 /* How a tile is stored (see the end of ukernel_avx512_tpl). */
 enum { EPI_STORE, EPI_ADD, EPI_BIAS, EPI_BIAS_RELU, EPI_GENERAL, EPI_GENERAL_RELU };
@@ -360,6 +363,18 @@ TARGET_AVX512 static void ukernel_avx512_n16_short(int kc, const float *restrict
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu, bool pf_c) {
     ukernel_avx512_tpl(1, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
+                       bias, relu, pf_c);
+}
+TARGET_AVX512 static void ukernel_avx512_short4(int kc, const float *restrict a, size_t as,
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+    ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT4, kc, a, as, b, bs, c, ldc, m, n, alpha,
+                       beta, bias, relu, pf_c);
+}
+TARGET_AVX512 static void ukernel_avx512_n16_short4(int kc, const float *restrict a, size_t as,
+        const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
+        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+    ukernel_avx512_tpl(1, false, A5_MR_SHORT4, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
                        bias, relu, pf_c);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
@@ -741,13 +756,13 @@ TARGET_AVX2 static void pack_b_avx2(bool trans, int n, int kc, const float *src,
 enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
 static const gemm_kernel g_kernels[K_COUNT] = {
     [K_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_MR * 32, 256, 2048, ukernel_generic,
-                   pack_a_generic, pack_b_generic, NULL, NULL, 0},
+                   pack_a_generic, pack_b_generic, NULL, {NULL}, {0}},
 #if GEMM_X86
     [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
-                pack_b_avx2, NULL, NULL, 0},
+                pack_b_avx2, NULL, {NULL}, {0}},
     [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows, ukernel_avx512_short,
-                  A5_MR_SHORT},
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows,
+                  {ukernel_avx512_short4, ukernel_avx512_short}, {A5_MR_SHORT4, A5_MR_SHORT}},
 #endif
 };
 
@@ -755,8 +770,9 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 /* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
                                          ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
-                                         ukernel_avx512_n16_arows, ukernel_avx512_n16_short,
-                                         A5_MR_SHORT};
+                                         ukernel_avx512_n16_arows,
+                                         {ukernel_avx512_n16_short4, ukernel_avx512_n16_short},
+                                         {A5_MR_SHORT4, A5_MR_SHORT}};
 #endif
 
 static bool kernel_supported(int k) {
@@ -970,8 +986,10 @@ static inline void run_tile(const gemm_job *g, bool da, const float *ap, int i, 
     ukernel_fn uk = kr->ukernel;
     if (da && !g->ta)
         uk = kr->ukernel_arows;
-    else if (kr->ukernel_short && mi <= kr->mr_short)
-        uk = kr->ukernel_short;
+    else if (kr->ukernel_short[0] && mi <= kr->short_rows[0])
+        uk = kr->ukernel_short[0];
+    else if (kr->ukernel_short[1] && mi <= kr->short_rows[1])
+        uk = kr->ukernel_short[1];
     uk(kc, da ? op_at(g->A, g->ta, g->lda, i, pc) : ap, da ? g->lda : (size_t)kr->mr, bp, bs,
        g->C + (size_t)i * g->ldc + j, g->ldc, mi, n, g->alpha, bet,
        last && g->bias ? g->bias + j : NULL, last && g->relu, g->pf_c);
