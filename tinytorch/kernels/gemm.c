@@ -327,8 +327,9 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
 }
 
 /* The instances: 32 or 16 columns (NV = 2, 1), A packed or read in place (AROWS), and
- * all 14 rows or the first 8 ("short", packed A: a ragged last panel of at most 8 rows,
- * of which the full tile would compute 14; each row computed gets the same arithmetic). */
+ * all 14 rows or the first 8 or 4 ("short", "short4", packed A: a ragged last panel of
+ * at most that many rows, of which the full tile would compute 14; each row computed
+ * gets the same arithmetic, so the choice never changes a result). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
         float alpha, float beta, const float *bias, bool relu, bool pf_c) {
