@@ -195,13 +195,16 @@ END_TEST
 /* Results must not depend on the number of threads: each element of C is computed by one
  * thread over the same k order. Sizes are large enough to be split (>= 2^22 multiply-adds),
  * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices; the last
- * two split the columns of one row block over three k slices (each thread packs its own
- * slivers as it goes, the next one prefetched across the slice boundary), with B packed
- * (1000 columns) or, non-transposed, read in place (200 columns, 720 KB). */
+ * three split the columns of one row block over several k slices (each thread packs its
+ * own slivers as it goes, the next one prefetched across the slice or sliver boundary),
+ * with B packed (1000 columns) or, non-transposed, read in place (200 columns, 720 KB),
+ * and A packed or read in place (a transposed A of 60 columns; 500 columns, not
+ * transposed). */
 static void check_thread_invariance(const char *kernel) {
 #ifdef _OPENMP
     static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
-                                {100, 90, 900}, {60, 1000, 900}, {60, 200, 900}};
+                                {100, 90, 900}, {60, 1000, 900}, {60, 200, 900},
+                                {60, 1000, 500}};
     int saved = omp_get_max_threads();
     tt_rng r;
     tt_rng_seed(&r, 42);
@@ -297,11 +300,13 @@ END_TEST
  * a non-transposed A only by the AVX-512 kernel) and packed otherwise. Both
  * must give the same bits: the same product with the operands stored at stride 600 (a
  * copy padded with NaN, which must never be read) and at their natural stride. Ragged
- * sizes, so that edge panels and slivers (always packed) mix with direct ones. */
+ * sizes, so that edge panels and slivers (always packed) mix with direct ones; two k
+ * slices, so that the one-row-block driver runs its two loop orders (k slices inside the
+ * sliver loop when A is read in place, outside it when A is packed). */
 static void check_direct_operands(const char *kernel) {
     tt_rng r;
     tt_rng_seed(&r, 11);
-    const int M = 100, N = 70, K = 45, WIDE = 600;
+    const int M = 100, N = 70, K = 450, WIDE = 600;
     for (int t = 0; t < 4; t++) {
         bool ta = t & 1, tb = t & 2;
         mat A = op_new(ta, M, K, 0, &r);

@@ -1026,60 +1026,99 @@ static inline void prefetch_rows(const b_src *src, size_t ld_bytes, int r0, int 
 #endif
 }
 
+/* One k slice (pc, kc) of sliver s of the (jc, nc) panel times every row panel of A: pack
+ * the sliver (unless it is read in place), then its tiles top to bottom, prefetching the
+ * source of the sliver to be packed next (nx, if any) meanwhile, 1/n_panels of it per
+ * tile. Panel q of A is read in place if it is full and A is direct, else from
+ * ap0 + q * aq (packed). */
+static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, int kc,
+                             float *sbuf, const float *ap0, size_t aq, b_src nx) {
+    const gemm_kernel *kr = g->kr;
+    const int M = g->M, K = g->K, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int j = jc + s * NR, n = imin(NR, jc + nc - j), n_panels = ceil_div(M, MR);
+    const float bet = pc == 0 ? g->beta : 1.0f;
+    const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
+    const bool db = g->direct_b && n == NR;
+    if (!db) kr->pack_b(g->tb, n, kc, op_at(g->B, g->tb, g->ldb, pc, j), g->ldb, sbuf);
+    const float *bp = db ? g->B + (size_t)pc * g->ldb + j : sbuf;
+    const size_t bs = db ? g->ldb : (size_t)NR;
+    if (g->direct_b && nx.row_bytes == (size_t)NR * sizeof(float)) nx.p = NULL; /* read in place */
+    for (int q = 0; q < n_panels; q++) {
+        const int i = q * MR, mi = imin(MR, M - i);
+        if (nx.p)
+            prefetch_rows(&nx, g->ldb * sizeof(float), (int)((long long)q * nx.n_rows / n_panels),
+                          (int)((long long)(q + 1) * nx.n_rows / n_panels));
+        run_tile(g, g->direct_a && mi == MR, ap0 + (size_t)q * aq, i, mi, pc, kc, bp, bs, j, n,
+                 bet, last);
+    }
+}
+
 /* Thread t of nt when it owns every row of C in its columns (one row block: one thread,
  * or the threads split the column slivers; the experts' products of a few hundred rows).
  * Nobody shares its B slivers, so it packs each one just before use, into a private
  * one-sliver buffer that the micro-kernel then finds in L1 / L2 (rather than a KC x NC
  * panel that waited in L3), and while it multiplies a sliver it prefetches the source of
  * the next one, a slice of a weight matrix that usually comes cold from memory. No
- * barriers. Every tile gets the same k slices in the same order: the same bits. */
+ * barriers.
+ *
+ * Loop order. If A is read in place (but for a ragged last panel, packed once for all k
+ * slices), a sliver runs through all its k slices before the next one: its column of C
+ * (M x NR floats, a few ten KB) then stays in L1 / L2 from one slice to the next. An
+ * expert's first layer (256 x 2048 outputs, K = 512: slices of 384 and 128) would
+ * otherwise write its 2 MB of C in the first slice and read it all back from L3 or
+ * memory in the second. If A has to be packed, the slices go outermost so that each is
+ * packed once. Every tile gets the same k slices in the same order: the same bits. */
 static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const gemm_kernel *kr = g->kr;
-    const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
+    const bool ta = g->ta;
     const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
-    const float *A = g->A, *B = g->B;
-    const size_t lda = g->lda, ldb = g->ldb;
-    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    const float *A = g->A;
+    const size_t lda = g->lda;
     float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
     const int n_panels = ceil_div(M, MR);
+    if (g->direct_a) {
+        const int q_rag = M / MR, rag = M - q_rag * MR; /* a ragged last panel of rag rows */
+        float *rbuf = pack_buf_get(&tls_a, (size_t)MR * (K ? K : 1));
+        for (int pc = 0; pc < K && rag; pc += KC) /* slice pc at rbuf + MR pc */
+            kr->pack_a(ta, rag, imin(KC, K - pc), op_at(A, ta, lda, q_rag * MR, pc), lda,
+                       rbuf + (size_t)MR * pc);
+        for (int jc = 0; jc < N; jc += NC) {
+            const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
+            const int s0 = (int)((long long)t * n_slivers / nt);
+            const int s1 = (int)((long long)(t + 1) * n_slivers / nt);
+            for (int s = s0; s < s1; s++)
+                for (int pc = 0; pc < K; pc += KC) {
+                    /* next: the sliver's next slice, else the next sliver's first */
+                    b_src nx = {NULL, 0, 0};
+                    if (pc + KC < K)
+                        nx = b_sliver_src(g, jc, nc, pc + KC, imin(KC, K - pc - KC), s);
+                    else if (s + 1 < s1)
+                        nx = b_sliver_src(g, jc, nc, 0, imin(KC, K), s + 1);
+                    /* (only the ragged panel is read from rbuf: aq = 0) */
+                    own_sliver_slice(g, jc, nc, s, pc, imin(KC, K - pc), sbuf,
+                                     rbuf + (size_t)MR * pc, 0, nx);
+                }
+        }
+        return;
+    }
+    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
     for (int jc = 0; jc < N; jc += NC) {
         const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
         const int s0 = (int)((long long)t * n_slivers / nt);
         const int s1 = (int)((long long)(t + 1) * n_slivers / nt);
         for (int pc = 0; pc < K && s0 < s1; pc += KC) {
             const int kc = imin(KC, K - pc);
-            const float bet = pc == 0 ? g->beta : 1.0f;
-            const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
-            for (int q = 0; q < n_panels; q++) {
-                const int i = q * MR;
-                if (!(direct_a && M - i >= MR))
-                    kr->pack_a(ta, imin(MR, M - i), kc, op_at(A, ta, lda, i, pc), lda,
-                               abuf + (size_t)q * MR * kc);
-            }
+            for (int q = 0; q < n_panels; q++)
+                kr->pack_a(ta, imin(MR, M - q * MR), kc, op_at(A, ta, lda, q * MR, pc), lda,
+                           abuf + (size_t)q * MR * kc);
             for (int s = s0; s < s1; s++) {
-                const int j = jc + s * NR, n = imin(NR, jc + nc - j);
-                const bool db = direct_b && n == NR;
-                if (!db) kr->pack_b(tb, n, kc, op_at(B, tb, ldb, pc, j), ldb, sbuf);
-                const float *bp = db ? B + (size_t)pc * ldb + j : sbuf;
-                const size_t bs = db ? ldb : (size_t)NR;
-                /* the next sliver to be packed: s + 1 of this slice, else s0 of the next
-                 * (a direct one is read in place, when it is needed) */
+                /* next: the slice's next sliver, else the next slice's first */
                 b_src nx = {NULL, 0, 0};
                 if (s + 1 < s1)
                     nx = b_sliver_src(g, jc, nc, pc, kc, s + 1);
-                else if (!last)
+                else if (pc + KC < K)
                     nx = b_sliver_src(g, jc, nc, pc + KC, imin(KC, K - pc - KC), s0);
-                if (direct_b && nx.row_bytes == (size_t)NR * sizeof(float)) nx.p = NULL;
-                for (int q = 0; q < n_panels; q++) {
-                    const int i = q * MR, mi = imin(MR, M - i);
-                    const bool da = direct_a && mi == MR;
-                    if (nx.p) /* spread over the panels: 1/n_panels of it each */
-                        prefetch_rows(&nx, ldb * sizeof(float),
-                                      (int)((long long)q * nx.n_rows / n_panels),
-                                      (int)((long long)(q + 1) * nx.n_rows / n_panels));
-                    run_tile(g, da, abuf + (size_t)q * MR * kc, i, mi, pc, kc, bp, bs, j, n,
-                             bet, last);
-                }
+                own_sliver_slice(g, jc, nc, s, pc, kc, sbuf, abuf, (size_t)MR * kc, nx);
             }
         }
     }
