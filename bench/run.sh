@@ -5,6 +5,7 @@
 #   BUILD_BENCH    directory of peak, bench_gemm, bench_train
 #   BENCH_CONFIGS  "toy small medium"      BENCH_THREADS  "1 2"
 #   BENCH_BUDGET   seconds of timed steps after which a run may stop (>= 3 steps)
+#   BENCH_REPEAT   runs of each (configuration, threads), ours and PyTorch's alternating
 #   BENCH_TORCH    1 = run PyTorch when $PYTHON can import torch
 #   PYTHON         /usr/bin/python3 (Debian's, where python3-torch lives)
 #   HAVE_CBLAS     1 if bench_gemm was built against OpenBLAS
@@ -13,6 +14,7 @@ B=${BUILD_BENCH:?}
 CONFIGS=${BENCH_CONFIGS:-toy small medium}
 THREADS=${BENCH_THREADS:-1 2}
 BUDGET=${BENCH_BUDGET:-30}
+REPEAT=${BENCH_REPEAT:-3}
 PYTHON=${PYTHON:-/usr/bin/python3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RES="$B/results.txt"
@@ -89,27 +91,36 @@ else
     echo
 fi
 
+# Each (configuration, threads) runs REPEAT times, ours and PyTorch's in turn, so that both
+# see the same spells of a noisy machine; the summary takes the median over the runs.
 for c in $CONFIGS; do
     for t in $THREADS; do
         if [ "$t" -ge 2 ]; then pk=$peak2; else pk=$peak1; fi
-        echo "== $c, $t thread(s): tinytorch"
-        # libgomp's default wait policy (spin a while, then sleep): a step runs hundreds
-        # of parallel regions, and waking a sleeping (PASSIVE) thread for each costs
-        # more than the regions save (small, 2 threads: 148 ms PASSIVE, 120 ms default).
-        # With as many threads as cores the spinning thread takes no one's CPU.
-        run "bench_train $c $t" env -u OMP_WAIT_POLICY "$B/bench_train" "$c" "$t" --budget "$BUDGET" --peak "$pk"
-        if [ $have_torch = 1 ]; then
-            echo "== $c, $t thread(s): pytorch"
-            # shellcheck disable=SC2086
-            # torch.set_num_threads does not reach Debian's pthread OpenBLAS, which would
-            # otherwise use every core in a "1-thread" run: cap it to the same count
-            run "bench_torch.py $c $t" $TORCH_ENV OPENBLAS_NUM_THREADS="$t" "$PYTHON" "$HERE/bench_torch.py" "$c" "$t" \
-                --budget "$BUDGET" --peak "$pk"
-        fi
+        r=1
+        while [ $r -le "$REPEAT" ]; do
+            echo "== $c, $t thread(s): tinytorch (run $r of $REPEAT)"
+            # libgomp's default wait policy (spin a while, then sleep): a step runs hundreds
+            # of parallel regions, and waking a sleeping (PASSIVE) thread for each costs
+            # more than the regions save (small, 2 threads: 148 ms PASSIVE, 120 ms default).
+            # With as many threads as cores the spinning thread takes no one's CPU.
+            run "bench_train $c $t" env -u OMP_WAIT_POLICY "$B/bench_train" "$c" "$t" --budget "$BUDGET" --peak "$pk"
+            if [ $have_torch = 1 ]; then
+                echo "== $c, $t thread(s): pytorch (run $r of $REPEAT)"
+                # shellcheck disable=SC2086
+                # torch.set_num_threads does not reach Debian's pthread OpenBLAS, which would
+                # otherwise use every core in a "1-thread" run: cap it to the same count
+                run "bench_torch.py $c $t" $TORCH_ENV OPENBLAS_NUM_THREADS="$t" "$PYTHON" "$HERE/bench_torch.py" "$c" "$t" \
+                    --budget "$BUDGET" --peak "$pk"
+            fi
+            r=$((r + 1))
+        done
     done
 done
 
 # ---- summary ------------------------------------------------------------------------
+# Per (implementation, configuration, threads): the median over the runs of each run's
+# median step time; the ratio is the median of the runs' own ratios (run r of ours against
+# run r of PyTorch, which ran right after it), with their range.
 awk -v configs="$CONFIGS" -v threads="$THREADS" -v peak1="$peak1" -v peak2="$peak2" '
 function field(line, key,    n, i, kv) {
     n = split(line, kv, " ")
@@ -117,54 +128,83 @@ function field(line, key,    n, i, kv) {
         if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
     return ""
 }
+# median of v[1..n] (sorted in place)
+function median(v, n,    i, j, x) {
+    for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return n % 2 ? v[(n + 1) / 2] : 0.5 * (v[n / 2] + v[n / 2 + 1])
+}
 /^RESULT / {
     k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
-    ms[k] = field($0, "ms"); tok[k] = field($0, "tok_s"); gf[k] = field($0, "gflops")
-    pct[k] = field($0, "pct_peak"); rss[k] = field($0, "rss_mb"); fin[k] = field($0, "finite")
+    r = ++nrun[k]
+    ms[k, r] = field($0, "ms"); gf[k, r] = field($0, "gflops"); pct[k, r] = field($0, "pct_peak")
+    tk[k, r] = field($0, "tok_s")
+    m = field($0, "rss_mb") + 0; if (!(k in rss) || m > rss[k]) rss[k] = m
+    if (field($0, "finite") != 1) nonfin[k] = 1
     loss[k] = field($0, "loss")
 }
 /^LOSSES / {
     k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
     n = split($0, w, " "); s = ""
     for (i = 5; i <= n; i++) s = s " " w[i]
-    losses[k] = s; nloss[k] = n - 4
+    if ((k in losses) && losses[k] != s) rerun_differs[k] = 1
+    losses[k] = s
 }
 function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
 END {
     nc = split(configs, C, " "); nt = split(threads, T, " ")
-    printf "== summary (peak %s GFLOP/s on 1 thread, %s on 2; ratio = torch ms / ours ms, > 1: ours faster)\n", peak1, peak2
-    printf "%-7s %3s %10s %10s %7s %9s %8s %6s %8s %9s %9s\n", "config", "thr", "ours ms", "torch ms", "ratio", "tok/s", "GFLOP/s", "%peak", "torchGF", "RSS ours", "RSS torch"
+    printf "== summary (peak %s GFLOP/s on 1 thread, %s on 2; ratio = torch ms / ours ms, > 1: ours faster;\n", peak1, peak2
+    printf "   medians over the runs of each, ratio range over the runs in brackets)\n"
+    printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %8s %9s %9s\n", "config", "thr", "runs", "ours ms", "torch ms", "ratio (range)", "tok/s", "GFLOP/s", "%peak", "torchGF", "RSS ours", "RSS torch"
     for (i = 1; i <= nc; i++) for (j = 1; j <= nt; j++) {
         o = "tinytorch" SUBSEP C[i] SUBSEP T[j]; p = "torch" SUBSEP C[i] SUBSEP T[j]
-        if (!(o in ms) && !(p in ms)) continue
-        ratio = (o in ms) && (p in ms) && ms[o] > 0 ? sprintf("%.2f", ms[p] / ms[o]) : "-"
-        printf "%-7s %3s %10s %10s %7s %9s %8s %6s %8s %9s %9s\n", C[i], T[j],
-            fmt(ms[o], "%.2f"), fmt(ms[p], "%.2f"), ratio, fmt(tok[o], "%.0f"),
-            fmt(gf[o], "%.1f"), fmt(pct[o], "%.1f"), fmt(gf[p], "%.1f"),
-            fmt(rss[o], "%.0f MB"), fmt(rss[p], "%.0f MB")
+        if (!(o in nrun) && !(p in nrun)) continue
+        mo = mp = go = po = gp = to = ""; ratio = "-"
+        if (o in nrun) {
+            for (r = 1; r <= nrun[o]; r++) { a[r] = ms[o, r]; b[r] = gf[o, r]; c[r] = pct[o, r]; d[r] = tk[o, r] }
+            mo = median(a, nrun[o]); go = median(b, nrun[o]); po = median(c, nrun[o]); to = median(d, nrun[o])
+        }
+        if (p in nrun) {
+            for (r = 1; r <= nrun[p]; r++) { a[r] = ms[p, r]; b[r] = gf[p, r] }
+            mp = median(a, nrun[p]); gp = median(b, nrun[p])
+        }
+        if ((o in nrun) && (p in nrun)) {
+            n = nrun[o] < nrun[p] ? nrun[o] : nrun[p]; lo = 1e30; hi = 0
+            for (r = 1; r <= n; r++) {
+                q[r] = ms[o, r] > 0 ? ms[p, r] / ms[o, r] : 0
+                if (q[r] < lo) lo = q[r]; if (q[r] > hi) hi = q[r]
+            }
+            ratio = n > 1 ? sprintf("%.2f (%.2f-%.2f)", median(q, n), lo, hi) : sprintf("%.2f", q[1])
+        }
+        printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %8s %9s %9s\n", C[i], T[j],
+            (o in nrun) ? nrun[o] : nrun[p], fmt(mo, "%.2f"), fmt(mp, "%.2f"), ratio,
+            fmt(to, "%.0f"),
+            fmt(go, "%.1f"), fmt(po, "%.1f"), fmt(gp, "%.1f"),
+            fmt((o in rss) ? rss[o] : "", "%.0f MB"), fmt((p in rss) ? rss[p] : "", "%.0f MB")
     }
     print ""
-    print "correctness guard (tinytorch): every loss finite; 1-thread vs 2-thread losses of the"
-    print "same steps (same seed, same batches; printed %.9g, so equal text = equal bits)"
+    print "correctness guard (tinytorch): every loss finite; every run of a configuration and"
+    print "thread count gives the same losses; 1-thread vs 2-thread losses of the same steps"
+    print "(same seed, same batches; printed %.9g, so equal text = equal bits)"
     for (i = 1; i <= nc; i++) {
-        line = sprintf("  %-7s", C[i]); allfin = 1; any = 0
+        line = sprintf("  %-7s", C[i]); allfin = 1; any = 0; rerun_ok = 1
         for (j = 1; j <= nt; j++) {
             k = "tinytorch" SUBSEP C[i] SUBSEP T[j]
             if (!(k in loss)) continue
-            any = 1; if (fin[k] != 1) allfin = 0
+            any = 1; if (k in nonfin) allfin = 0; if (k in rerun_differs) rerun_ok = 0
         }
         if (!any) continue
         line = line (allfin ? " all losses finite;" : " NON-FINITE LOSS;")
-        a = "tinytorch" SUBSEP C[i] SUBSEP "1"; b = "tinytorch" SUBSEP C[i] SUBSEP "2"
-        if ((a in losses) && (b in losses)) {
-            na = split(losses[a], la, " "); nb = split(losses[b], lb, " ")
+        line = line (rerun_ok ? "" : " RUNS DIFFER;")
+        a1 = "tinytorch" SUBSEP C[i] SUBSEP "1"; b1 = "tinytorch" SUBSEP C[i] SUBSEP "2"
+        if ((a1 in losses) && (b1 in losses)) {
+            na = split(losses[a1], la, " "); nb = split(losses[b1], lb, " ")
             m = na < nb ? na : nb; same = 1
             for (s = 1; s <= m; s++) if (la[s] != lb[s]) { same = 0; first = s; break }
             line = line sprintf(" step %d: loss %s (1 thread), %s (2 threads);", m, la[m], lb[m])
             if (same) line = line sprintf(" bit-identical at all %d common steps", m)
             else line = line sprintf(" DIFFER from step %d (%s vs %s)", first, la[first], lb[first])
         } else {
-            line = line sprintf(" final loss %s", (a in loss) ? loss[a] : loss[b])
+            line = line sprintf(" final loss %s", (a1 in loss) ? loss[a1] : loss[b1])
         }
         print line
     }
