@@ -1063,7 +1063,7 @@ static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, i
  *
  * Loop order. If A is read in place (but for a ragged last panel, packed once for all k
  * slices), a sliver runs through all its k slices before the next one: its column of C
- * (M x NR floats, a few ten KB) then stays in L1 / L2 from one slice to the next. An
+ * (M x NR floats, a few tens of KB) then stays in L1 / L2 from one slice to the next. An
  * expert's first layer (256 x 2048 outputs, K = 512: slices of 384 and 128) would
  * otherwise write its 2 MB of C in the first slice and read it all back from L3 or
  * memory in the second. If A has to be packed, the slices go outermost so that each is
