@@ -128,6 +128,13 @@ function field(line, key,    n, i, kv) {
         if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
     return ""
 }
+# Two loss lists (" l1 l2 ..."): the first step where they differ over their common
+# steps, 0 if none; common = how many steps they share (a run may stop early on its budget)
+function first_diff(x, y,    nx, ny, lx, ly, i) {
+    nx = split(x, lx, " "); ny = split(y, ly, " "); common = nx < ny ? nx : ny
+    for (i = 1; i <= common; i++) if (lx[i] != ly[i]) return i
+    return 0
+}
 # median of v[1..n] (sorted in place)
 function median(v, n,    i, j, x) {
     for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
@@ -146,7 +153,7 @@ function median(v, n,    i, j, x) {
     k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
     n = split($0, w, " "); s = ""
     for (i = 5; i <= n; i++) s = s " " w[i]
-    if ((k in losses) && losses[k] != s) rerun_differs[k] = 1
+    if ((k in losses) && first_diff(losses[k], s)) rerun_differs[k] = 1
     losses[k] = s
 }
 function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
@@ -197,11 +204,10 @@ END {
         line = line (rerun_ok ? "" : " RUNS DIFFER;")
         a1 = "tinytorch" SUBSEP C[i] SUBSEP "1"; b1 = "tinytorch" SUBSEP C[i] SUBSEP "2"
         if ((a1 in losses) && (b1 in losses)) {
-            na = split(losses[a1], la, " "); nb = split(losses[b1], lb, " ")
-            m = na < nb ? na : nb; same = 1
-            for (s = 1; s <= m; s++) if (la[s] != lb[s]) { same = 0; first = s; break }
+            first = first_diff(losses[a1], losses[b1]); m = common
+            split(losses[a1], la, " "); split(losses[b1], lb, " ")
             line = line sprintf(" step %d: loss %s (1 thread), %s (2 threads);", m, la[m], lb[m])
-            if (same) line = line sprintf(" bit-identical at all %d common steps", m)
+            if (!first) line = line sprintf(" bit-identical at all %d common steps", m)
             else line = line sprintf(" DIFFER from step %d (%s vs %s)", first, la[first], lb[first])
         } else {
             line = line sprintf(" final loss %s", (a1 in loss) ? loss[a1] : loss[b1])

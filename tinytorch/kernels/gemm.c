@@ -56,6 +56,9 @@
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+/* Where part p of n items cut into `parts` near-equal contiguous parts starts (part
+ * p + 1's start is where part p ends): how rows, slivers and work items are shared. */
+static inline int part(long long p, int n, int parts) { return (int)(p * n / parts); }
 
 /* A micro-kernel multiplies an MR x kc panel of A (a[k*as + r]) by a kc x NR sliver of B
  * (b[k*bs + j]) and updates the m x n (m <= MR, n <= NR) corner of C:
@@ -1046,8 +1049,8 @@ static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, i
     for (int q = 0; q < n_panels; q++) {
         const int i = q * MR, mi = imin(MR, M - i);
         if (nx.p)
-            prefetch_rows(&nx, g->ldb * sizeof(float), (int)((long long)q * nx.n_rows / n_panels),
-                          (int)((long long)(q + 1) * nx.n_rows / n_panels));
+            prefetch_rows(&nx, g->ldb * sizeof(float), part(q, nx.n_rows, n_panels),
+                          part(q + 1, nx.n_rows, n_panels));
         run_tile(g, g->direct_a && mi == MR, ap0 + (size_t)q * aq, i, mi, pc, kc, bp, bs, j, n,
                  bet, last);
     }
@@ -1084,8 +1087,8 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
                        rbuf + (size_t)MR * pc);
         for (int jc = 0; jc < N; jc += NC) {
             const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
-            const int s0 = (int)((long long)t * n_slivers / nt);
-            const int s1 = (int)((long long)(t + 1) * n_slivers / nt);
+            const int s0 = part(t, n_slivers, nt);
+            const int s1 = part(t + 1, n_slivers, nt);
             for (int s = s0; s < s1; s++)
                 for (int pc = 0; pc < K; pc += KC) {
                     /* next: the sliver's next slice, else the next sliver's first */
@@ -1104,8 +1107,8 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
     for (int jc = 0; jc < N; jc += NC) {
         const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
-        const int s0 = (int)((long long)t * n_slivers / nt);
-        const int s1 = (int)((long long)(t + 1) * n_slivers / nt);
+        const int s0 = part(t, n_slivers, nt);
+        const int s1 = part(t + 1, n_slivers, nt);
         for (int pc = 0; pc < K && s0 < s1; pc += KC) {
             const int kc = imin(KC, K - pc);
             for (int q = 0; q < n_panels; q++)
@@ -1149,22 +1152,19 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
             float bet = pc == 0 ? beta : 1.0f;
             const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
             /* this thread's share of the B slivers (a contiguous range) */
-            for (int s = (int)((long long)t * n_slivers / nt),
-                     s_end = (int)((long long)(t + 1) * n_slivers / nt);
-                 s < s_end; s++)
+            for (int s = part(t, n_slivers, nt), s_end = part(t + 1, n_slivers, nt); s < s_end; s++)
                 if (!(direct_b && nc - s * NR >= NR))
                     kr->pack_b(tb, imin(NR, nc - s * NR), kc,
                                op_at(B, tb, ldb, pc, jc + s * NR), ldb,
                                bbuf + (size_t)s * NR * kc);
             spin_barrier_wait(bar, nt); /* B is packed */
-            for (int item = (int)((long long)t * n_items / nt),
-                     it_end = (int)((long long)(t + 1) * n_items / nt);
-                 item < it_end; item++) {
+            const int it0 = part(t, n_items, nt), it1 = part(t + 1, n_items, nt);
+            for (int item = it0; item < it1; item++) {
                 int bm = item / nbn, bn = item % nbn;
-                int i0 = (int)((long long)bm * m_units / nbm) * MR;
-                int i1 = imin(M, (int)((long long)(bm + 1) * m_units / nbm) * MR);
-                int s0 = (int)((long long)bn * n_slivers / nbn);
-                int s1 = (int)((long long)(bn + 1) * n_slivers / nbn);
+                int i0 = part(bm, m_units, nbm) * MR;
+                int i1 = imin(M, part(bm + 1, m_units, nbm) * MR);
+                int s0 = part(bn, n_slivers, nbn);
+                int s1 = part(bn + 1, n_slivers, nbn);
                 if (i0 >= i1 || s0 >= s1) continue;
                 int n_panels = ceil_div(i1 - i0, MR);
                 for (int q = 0; q < n_panels; q++) {
