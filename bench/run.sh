@@ -26,6 +26,29 @@ start=$(date +%s)
 # here (see README.md). OpenBLAS's CORETYPE/L2_SIZE overrides are dropped so that it
 # picks its own kernel, OpenMP threads sleep instead of spinning between regions, and
 # glibc keeps freed memory instead of returning it to the system after every step.
+#
+# "Its own kernel" is the best one only if this OpenBLAS knows the CPU. Debian 12's 0.3.21
+# does not know newer ones (an Emerald Rapids Xeon, family 6 model 207, comes out as
+# "Prescott", an SSE3 kernel: 23-28 GFLOP/s on 1 thread where its AVX-512 "SkylakeX"
+# kernel does 125). So when the kernel it picks by itself lacks the vector width the CPU
+# has, the kernel for that width is named instead - PyTorch at its best on this machine.
+blas_core() {   # the core OpenBLAS picks with no override, as it reports it at load time
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_VERBOSE=2 "$@" 2>&1 |
+        sed -n 's/^Core: *//p' | head -n 1
+}
+blas_fix() {    # prints OPENBLAS_CORETYPE=... when the picked core $1 is too narrow
+    flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+    case "$1" in
+    SkylakeX | Cooperlake | SapphireRapids | "") ;;   # AVX-512 kernels; "" = no report
+    Haswell | Zen)
+        case "$flags" in *avx512f*) echo "OPENBLAS_CORETYPE=SkylakeX" ;; esac ;;
+    *)
+        case "$flags" in
+        *avx512f*) echo "OPENBLAS_CORETYPE=SkylakeX" ;;
+        *avx2*) echo "OPENBLAS_CORETYPE=Haswell" ;;
+        esac ;;
+    esac
+}
 TORCH_ENV="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE \
 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456"
 
@@ -79,13 +102,28 @@ peak1=${peak1:-0}
 peak2=${peak2:-0}
 
 echo "== GEMM: tt_gemm vs OpenBLAS, 1 thread"
-[ "${HAVE_CBLAS:-}" = 1 ] || echo "(libopenblas-dev not found: tt_gemm alone)"
-run bench_gemm env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 \
+gemm_fix=""
+if [ "${HAVE_CBLAS:-}" = 1 ]; then
+    core=$(blas_core "$B/bench_gemm" --help)   # (the report comes at load time)
+    gemm_fix=$(blas_fix "$core")
+    [ -n "$gemm_fix" ] && echo "(OpenBLAS picks \"$core\" on this CPU by itself, a narrower kernel than it has: running it with $gemm_fix)"
+else
+    echo "(libopenblas-dev not found: tt_gemm alone)"
+fi
+# shellcheck disable=SC2086
+run bench_gemm env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $gemm_fix OPENBLAS_NUM_THREADS=1 \
     OMP_NUM_THREADS=1 "$B/bench_gemm"
 
 have_torch=0
 if [ "${BENCH_TORCH:-1}" = 1 ] && [ -x "$PYTHON" ] && "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
     have_torch=1
+    core=$(blas_core "$PYTHON" -c 'import torch')
+    torch_fix=$(blas_fix "$core")
+    if [ -n "$torch_fix" ]; then
+        echo "(PyTorch's OpenBLAS picks \"$core\" on this CPU by itself, a narrower kernel than it has: PyTorch runs with $torch_fix)"
+        echo
+        TORCH_ENV="$TORCH_ENV $torch_fix"
+    fi
 else
     echo "(PyTorch not available to $PYTHON or BENCH_TORCH=0: tinytorch only)"
     echo
