@@ -259,6 +259,12 @@ TT_CLONES static void axpy_row(float *restrict o, float a, const float *restrict
     VEC for (int j = 0; j < n; j++) o[j] += a * y[j];
 }
 
+/* o[j] = a * y[j]: the same bits as axpy_row into zeros (0 + x = x; x = -0 becomes +0
+ * there, which no later operation tells apart) */
+TT_CLONES static void scale_row(float *restrict o, float a, const float *restrict y, int n) {
+    VEC for (int j = 0; j < n; j++) o[j] = a * y[j];
+}
+
 /* sum_j a[j] b[j] in 16 partial sums (lane l takes the j = l mod 16), added up in a fixed
  * tree: vectorised, and the same bits on every CPU and thread count */
 TT_CLONES static float dot_row(const float *restrict a, const float *restrict b, int n) {
@@ -280,6 +286,7 @@ typedef struct combine_job {
     const float *g;                  /* backward: dL/dout [N, dim]                  */
     float *out;                      /* forward: out [N, dim]; backward: dL/dw      */
     float *const *gy;                /* backward: the experts' gradients (or NULL)  */
+    const bool *fresh;               /* backward: gy[b] is new (written, not added) */
     int K, dim;
 } combine_job;
 
@@ -294,7 +301,11 @@ static void combine_backward_tokens(void *ctx, long n0, long n1) {
             size_t p = (size_t)n * K + k, off = (size_t)cj->row_of[p] * dim;
             int b = cj->busy_of[p];
             if (gw) gw[p] += dot_row(gn, cj->ys[b]->data + off, dim);
-            if (cj->gy[b]) axpy_row(cj->gy[b] + off, cj->w[p], gn, dim);
+            if (!cj->gy[b]) continue;
+            if (cj->fresh[b])
+                scale_row(cj->gy[b] + off, cj->w[p], gn, dim);
+            else
+                axpy_row(cj->gy[b] + off, cj->w[p], gn, dim);
         }
     }
 }
@@ -304,11 +315,15 @@ static void combine_backward(tt_node *nd) {
     tt_tensor *w = nd->in[0];
     const int N = w->shape[0], K = w->shape[1], dim = nd->out->shape[1], nb = nd->n_in - 1;
     float *gw = tt_grad_acc(w);
+    /* An expert's output rows are one pair's each, so a gradient buffer that is new here
+     * is written whole by the loop: no zeroing first (8 MB a layer in the medium model) */
     float **gy = tt_arena_alloc((size_t)(nb ? nb : 1) * sizeof *gy);
+    bool *fresh = tt_arena_alloc((size_t)(nb ? nb : 1) * sizeof *fresh);
     bool any = gw != NULL;
-    for (int b = 0; b < nb; b++) any |= (gy[b] = tt_grad_acc(nd->in[1 + b])) != NULL;
+    for (int b = 0; b < nb; b++) any |= (gy[b] = tt_grad_acc_fresh(nd->in[1 + b], &fresh[b])) != NULL;
     if (!any) return;
-    combine_job cj = {c->busy_of, c->row_of, nd->in + 1, w->data, nd->out->grad, gw, gy, K, dim};
+    combine_job cj = {c->busy_of, c->row_of, nd->in + 1, w->data, nd->out->grad, gw, gy, fresh,
+                      K, dim};
     tt_parallel_for(N, tt_loop_threads((size_t)N * K * dim, COMBINE_PAR_MIN, N),
                     combine_backward_tokens, &cj);
 }
