@@ -214,6 +214,46 @@ START_TEST(test_affine_side_by_side) {
 }
 END_TEST
 
+/* The ReLU mask of the backward goes into dL/dy's own buffer when that is released after
+ * the op's backward; a retained y (tt_retain_grad) keeps dL/dy unmasked, and the inputs'
+ * gradients are the same bits either way. */
+START_TEST(test_affine_relu_retained_grad) {
+    tt_tensor *x = tt_test_param(TT_SHAPE(6, 5), -1, 1);
+    tt_tensor *w = tt_test_param(TT_SHAPE(7, 5), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(7), -1, 1);
+    tt_tensor *in[3] = {x, w, b};
+    float *plain[3];
+    for (int retain = 0; retain < 2; retain++) {
+        for (int i = 0; i < 3; i++) tt_zero_grad(in[i]);
+        tt_tensor *y = tt_affine_relu(x, w, b);
+        tt_tensor *c = tt_full(TT_SHAPE(6, 7), 0.0f);
+        for (size_t i = 0; i < c->size; i++) c->data[i] = 0.25f * (float)(i % 7) - 0.5f;
+        if (retain) tt_retain_grad(y);
+        tt_backward(tt_sum_all(tt_mul(y, c))); /* dL/dy = c */
+        int masked = 0;
+        for (size_t i = 0; i < y->size; i++) masked += !(y->data[i] > 0.0f) && c->data[i] != 0;
+        ck_assert_int_gt(masked, 0); /* (else the check below would not see a mask) */
+        if (retain) {
+            ck_assert_ptr_nonnull(y->grad);
+            for (size_t i = 0; i < y->size; i++) ck_assert_float_eq(y->grad[i], c->data[i]);
+            for (int i = 0; i < 3; i++) {
+                ck_assert_msg(memcmp(plain[i], in[i]->grad, in[i]->size * sizeof(float)) == 0,
+                              "input %d's gradient changes when y's is retained", i);
+                free(plain[i]);
+            }
+        } else {
+            ck_assert_ptr_null(y->grad);
+            for (int i = 0; i < 3; i++)
+                plain[i] = memcpy(malloc(in[i]->size * sizeof(float)), in[i]->grad,
+                                  in[i]->size * sizeof(float));
+        }
+        tt_tape_reset();
+        tt_free(c);
+    }
+    tt_free(x), tt_free(w), tt_free(b);
+}
+END_TEST
+
 START_TEST(test_affine_data_input) {
     /* x is data (no grad): only w and b get gradients; dL/db = column sums of G = 2 rows */
     tt_tensor *x = tt_from_data(TT_SHAPE(2, 2), (float[]){1, 2, 3, 4});
@@ -258,6 +298,7 @@ static Suite *affine_suite(void) {
     tcase_add_test(tc, test_affine_grad);
     tcase_add_test(tc, test_affine_same_tensor);
     tcase_add_test(tc, test_affine_side_by_side);
+    tcase_add_test(tc, test_affine_relu_retained_grad);
     tcase_add_test(tc, test_affine_data_input);
     tcase_add_test(tc, test_affine_errors);
     suite_add_tcase(s, tc);

@@ -128,6 +128,10 @@ bool tt_grad_pass_through(tt_node *n) {
     return true;
 }
 
+bool tt_grad_disposable(const tt_node *n) {
+    return n->out->grad && releases_grad(n->out);
+}
+
 bool tt_set_retain_grads(bool on) {
     bool old = g_retain_grads;
     g_retain_grads = on;

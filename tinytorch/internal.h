@@ -98,6 +98,10 @@ float *tt_grad_acc_fresh(tt_tensor *t, bool *fresh);
  * after this backward, the buffer changes hands instead of being added into zeros, and
  * true is returned; false: the caller accumulates as usual. */
 bool tt_grad_pass_through(tt_node *n);
+/* Whether n's output gradient is released right after n's backward (a temporary that
+ * nobody asked to keep, and not the backward's root): then n's backward may use that
+ * buffer as scratch, e.g. mask it in place, instead of writing a copy. */
+bool tt_grad_disposable(const tt_node *n);
 
 /* t's gradient += g, g of t's size (an op that passes its output gradient to t
  * unchanged: a view, a same-shape add): a new buffer gets a copy of g (no zeroing
