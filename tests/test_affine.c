@@ -214,6 +214,73 @@ START_TEST(test_affine_side_by_side) {
 }
 END_TEST
 
+/* x, w, b's gradients of sum(c * affine_relu(x, w, b)) + sum(d * x) + sum(e * w), the
+ * second and third terms recorded last so that their gradients arrive first and the
+ * affine's products add to them (beta 1) instead of writing fresh buffers. */
+static void accumulated_grads(tt_tensor *x, tt_tensor *w, tt_tensor *b, float *out[3]) {
+    tt_tensor *in[3] = {x, w, b};
+    for (int i = 0; i < 3; i++) tt_zero_grad(in[i]);
+    tt_tensor *y = tt_affine_relu(x, w, b);
+    tt_tensor *c = tt_full(TT_SHAPE(y->shape[0], y->shape[1]), 0.0f);
+    tt_tensor *d = tt_full(TT_SHAPE(x->shape[0], x->shape[1]), 0.0f);
+    tt_tensor *e = tt_full(TT_SHAPE(w->shape[0], w->shape[1]), 0.0f);
+    tt_tensor *cde[3] = {c, d, e};
+    for (int k = 0; k < 3; k++) /* fixed values in [-1, 1), the same in every call */
+        for (size_t i = 0; i < cde[k]->size; i++)
+            cde[k]->data[i] = (float)((i * 37 + (size_t)k * 11) % 64) / 32.0f - 1.0f;
+    tt_tensor *loss = tt_sum_all(tt_mul(y, c));
+    loss = tt_add(loss, tt_sum_all(tt_mul(x, d)));
+    loss = tt_add(loss, tt_sum_all(tt_mul(w, e)));
+    tt_backward(loss);
+    for (int i = 0; i < 3; i++)
+        out[i] = memcpy(malloc(in[i]->size * sizeof(float)), in[i]->grad,
+                        in[i]->size * sizeof(float));
+    tt_tape_reset();
+    tt_free(c), tt_free(d), tt_free(e);
+}
+
+/* With two threads and products of 16 M multiply-adds whose other operands tt_gemm reads
+ * in place (W [512, 128] for dx, x [256, 128] for dW), both products are cut into row
+ * blocks that the two threads claim from the two ends of one list: every block exactly
+ * once, whichever thread takes it, and the same bits as one thread computing each product
+ * whole - with fresh gradient buffers and with buffers the products add to. Repeated,
+ * since the split between the threads changes from run to run. */
+START_TEST(test_affine_shared_pair) {
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    ck_assert(tt_gemm_b_in_place(false, 512, 128, 128)); /* W, for dx */
+    ck_assert(tt_gemm_b_in_place(false, 256, 128, 128)); /* x, for dW */
+    tt_tensor *x = tt_test_param(TT_SHAPE(256, 128), -1, 1);
+    tt_tensor *w = tt_test_param(TT_SHAPE(512, 128), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(512), -1, 1);
+    tt_tensor *in[3] = {x, w, b};
+    float *one[3], *one_acc[3];
+    grads_with_threads(1, x, w, b, one);
+    accumulated_grads(x, w, b, one_acc);
+    for (int rep = 0; rep < 20; rep++) {
+        float *two[3], *two_acc[3];
+        grads_with_threads(2, x, w, b, two);
+        accumulated_grads(x, w, b, two_acc);
+        for (int i = 0; i < 3; i++) {
+            ck_assert_msg(memcmp(one[i], two[i], in[i]->size * sizeof(float)) == 0,
+                          "run %d: gradient %d differs between 1 and 2 threads (max diff %g)",
+                          rep, i, tt_test_maxdiff(one[i], two[i], in[i]->size));
+            ck_assert_msg(memcmp(one_acc[i], two_acc[i], in[i]->size * sizeof(float)) == 0,
+                          "run %d: accumulated gradient %d differs between 1 and 2 threads "
+                          "(max diff %g)",
+                          rep, i, tt_test_maxdiff(one_acc[i], two_acc[i], in[i]->size));
+            free(two[i]), free(two_acc[i]);
+        }
+    }
+    for (int i = 0; i < 3; i++) free(one[i]), free(one_acc[i]);
+    tt_free(x), tt_free(w), tt_free(b);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+END_TEST
+
 /* The ReLU mask of the backward goes into dL/dy's own buffer when that is released after
  * the op's backward; a retained y (tt_retain_grad) keeps dL/dy unmasked, and the inputs'
  * gradients are the same bits either way. */
@@ -298,6 +365,7 @@ static Suite *affine_suite(void) {
     tcase_add_test(tc, test_affine_grad);
     tcase_add_test(tc, test_affine_same_tensor);
     tcase_add_test(tc, test_affine_side_by_side);
+    tcase_add_test(tc, test_affine_shared_pair);
     tcase_add_test(tc, test_affine_relu_retained_grad);
     tcase_add_test(tc, test_affine_data_input);
     tcase_add_test(tc, test_affine_errors);

@@ -962,8 +962,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * of C. */
     const bool direct_a = (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
                           (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
-    const bool direct_b = !tb && ldb <= DIRECT_MAX_LD &&
-                          (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+    const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
                           bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
@@ -1238,6 +1237,10 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
             ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
         }
     }
+}
+
+bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb) {
+    return !trans_b && ldb <= DIRECT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
 int tt_gemm_threads(int M, int N, int K) {

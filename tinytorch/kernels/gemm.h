@@ -49,6 +49,11 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
  * would rather run two independent small products side by side (a Linear's backward). */
 int tt_gemm_threads(int M, int N, int K);
 
+/* Whether tt_gemm reads its B operand (K x N, row stride ldb, not transposed) in place
+ * instead of packing it: then splitting a product into row blocks of A and C costs no
+ * extra copying of B (each block would pack B again otherwise). */
+bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb);
+
 /* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
 const char *tt_gemm_kernel(void);
 

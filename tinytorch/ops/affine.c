@@ -114,17 +114,32 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
  * dW on the other, rather than each split in two: no synchronisation inside a product,
  * no A panel packed by both threads, and the toy model's products (a few million
  * multiply-adds), too small for tt_gemm to split at all, get the second core too. With
- * more threads, only products that tt_gemm would not split go side by side. Each product
- * is computed whole by one thread: the same bits for any thread count. */
+ * more threads, only products that tt_gemm would not split go side by side.
+ *
+ * Equal work is not equal time: one product may run slower (a different layout, operands
+ * colder) or its core may be taken away by the host for a while, and the other thread
+ * would wait at the end. So a product whose other operand tt_gemm reads in place (W for
+ * dx, x for dW: then a block of rows costs no extra copying) is cut into row blocks, and
+ * the threads take tasks from the two ends of one list - the caller dx's blocks from the
+ * front, the other thread dW's from the back - until they meet: whoever is done first
+ * takes the other's remaining blocks. A row block of C is computed exactly as within the
+ * whole product (the same k order for every element), so every bit is the same for any
+ * thread count and any order of claims. */
 typedef struct grads_job {
     const float *g, *x, *w; /* Gp [M, N], x [M, K], W [N, K] */
     float *gx, *gw;         /* either may be NULL            */
     float beta_x, beta_w;   /* 0: fresh buffer, 1: accumulate */
     int M, K, N;
+    int nx, nw;             /* row blocks of dx, of dW: tasks [0, nx) and [nx, nx + nw) */
+    int front, back;        /* the next task from each end (claimed in a critical section) */
 } grads_job;
 
 /* Below this many multiply-adds a product is not worth a parallel region (~1 us). */
 #define SIDE_BY_SIDE_MIN ((size_t)1 << 18)
+/* Row blocks of a shared product, and the fewest multiply-adds in one (below, the
+ * claiming and the shorter products cost more than the balance is worth) */
+#define SHARE_BLOCKS 4
+#define SHARE_BLOCK_MIN ((size_t)1 << 21)
 
 static bool side_by_side(const grads_job *j) {
     if (!j->gx || !j->gw || j->gx == j->gw) return false; /* (x is w: one buffer, in order) */
@@ -135,17 +150,47 @@ static bool side_by_side(const grads_job *j) {
            (tt_gemm_threads(j->M, j->K, j->N) == 1 && tt_gemm_threads(j->N, j->K, j->M) == 1);
 }
 
-/* task 0: dx, task 1: dW */
-static void grads_range(void *ctx, long t0, long t1) {
-    const grads_job *j = ctx;
-    for (long t = t0; t < t1; t++) {
-        if (t == 0 && j->gx)
-            tt_gemm(false, false, j->M, j->K, j->N, 1.0f, j->g, j->N, j->w, j->K, j->beta_x,
-                    j->gx, j->K);
-        if (t == 1 && j->gw)
-            tt_gemm(true, false, j->N, j->K, j->M, 1.0f, j->g, j->N, j->x, j->K, j->beta_w,
-                    j->gw, j->K);
+/* Row blocks for a product of `rows` rows whose other operand is read in place or not */
+static int share_blocks(int rows, size_t work, bool in_place) {
+    if (!in_place || work / SHARE_BLOCKS < SHARE_BLOCK_MIN || rows < 2 * SHARE_BLOCKS) return 1;
+    return SHARE_BLOCKS;
+}
+
+/* Task t: row block t of dx (rows of x), or row block t - nx of dW (rows of W). */
+static void grads_task(const grads_job *j, int t) {
+    if (t < j->nx) {
+        int r0 = (int)((long long)t * j->M / j->nx), r1 = (int)((long long)(t + 1) * j->M / j->nx);
+        tt_gemm(false, false, r1 - r0, j->K, j->N, 1.0f, j->g + (size_t)r0 * j->N, j->N, j->w,
+                j->K, j->beta_x, j->gx + (size_t)r0 * j->K, j->K);
+    } else {
+        t -= j->nx;
+        int r0 = (int)((long long)t * j->N / j->nw), r1 = (int)((long long)(t + 1) * j->N / j->nw);
+        tt_gemm(true, false, r1 - r0, j->K, j->M, 1.0f, j->g + r0, j->N, j->x, j->K, j->beta_w,
+                j->gw + (size_t)r0 * j->K, j->K);
     }
+}
+
+/* The next task for the thread working from the front (the caller) or the back, or -1 */
+static int claim(grads_job *j, bool front) {
+    int t = -1;
+#ifdef _OPENMP
+#pragma omp critical(tt_affine_claim)
+#endif
+    {
+        if (j->front <= j->back) t = front ? j->front++ : j->back--;
+    }
+    return t;
+}
+
+/* [t0, t1) = [0, 2): one thread, every task in order; [0, 1) / [1, 2): the caller from
+ * the front, the other thread from the back */
+static void grads_range(void *ctx, long t0, long t1) {
+    grads_job *j = ctx;
+    if (t1 - t0 == 2) {
+        for (int t = 0; t < j->nx + j->nw; t++) grads_task(j, t);
+        return;
+    }
+    for (int t; (t = claim(j, t0 == 0)) >= 0;) grads_task(j, t);
 }
 
 /* Saved in node->i. */
@@ -170,8 +215,13 @@ static void affine_backward(tt_node *n) {
     float *gx = tt_grad_acc_fresh(x, &fresh_x);
     float *gw = tt_grad_acc_fresh(w, &fresh_w);
     grads_job j = {g, x->data, w->data, gx, gw, fresh_x ? 0.0f : 1.0f, fresh_w ? 0.0f : 1.0f,
-                   M, K, N};
-    tt_parallel_for(2, side_by_side(&j) ? 2 : 1, grads_range, &j);
+                   M, K, N, 0, 0, 0, 0};
+    const bool pair = side_by_side(&j);
+    const size_t work = (size_t)M * (size_t)N * (size_t)K;
+    j.nx = !gx ? 0 : pair ? share_blocks(M, work, tt_gemm_b_in_place(false, N, K, K)) : 1;
+    j.nw = !gw ? 0 : pair ? share_blocks(N, work, tt_gemm_b_in_place(false, M, K, K)) : 1;
+    j.back = j.nx + j.nw - 1;
+    tt_parallel_for(2, pair ? 2 : 1, grads_range, &j);
     if (gp && !in_place) tt_arena_grad_free(gp, (size_t)M * N);
 }
 
