@@ -30,9 +30,11 @@
 
 /* The elementwise kernels: vectorised (VEC, TT_CLONES; a scalar select compiles to a
  * branch that mispredicts on every other element of random-signed data).
- * gp = g * [y > 0] for one row piece, and db += gp if db (the bias gradient's next term) */
-TT_CLONES static void relu_mask_row(const float *restrict g, const float *restrict y,
-                                    float *restrict gp, float *restrict db, int n) {
+ * gp = g * [y > 0] for one row piece, and db += gp if db (the bias gradient's next term).
+ * gp may be g itself (the mask in place): element j is read before it is written, and no
+ * other element depends on it, so g and gp carry no restrict. */
+TT_CLONES static void relu_mask_row(const float *g, const float *restrict y, float *gp,
+                                    float *restrict db, int n) {
     if (db) {
         VEC for (int j = 0; j < n; j++) {
             float v = y[j] > 0.0f ? g[j] : 0.0f;
@@ -41,20 +43,6 @@ TT_CLONES static void relu_mask_row(const float *restrict g, const float *restri
         }
     } else {
         VEC for (int j = 0; j < n; j++) gp[j] = y[j] > 0.0f ? g[j] : 0.0f;
-    }
-}
-
-/* the same in place: g = g * [y > 0] (g's buffer is the op's to overwrite) */
-TT_CLONES static void relu_mask_row_inplace(float *restrict g, const float *restrict y,
-                                            float *restrict db, int n) {
-    if (db) {
-        VEC for (int j = 0; j < n; j++) {
-            float v = y[j] > 0.0f ? g[j] : 0.0f;
-            g[j] = v;
-            db[j] += v;
-        }
-    } else {
-        VEC for (int j = 0; j < n; j++) g[j] = y[j] > 0.0f ? g[j] : 0.0f;
     }
 }
 
@@ -84,9 +72,7 @@ static void backward_pre_blocks(void *ctx, long k0, long k1) {
         float *db = a->db ? a->db + j0 : NULL;
         for (int r = 0; r < a->M; r++) {
             size_t o = (size_t)r * a->N + j0;
-            if (a->relu && a->gp == a->g)
-                relu_mask_row_inplace(a->gp + o, a->y + o, db, len);
-            else if (a->relu)
+            if (a->relu)
                 relu_mask_row(a->g + o, a->y + o, a->gp + o, db, len);
             else
                 add_row(db, a->g + o, len);
