@@ -37,16 +37,10 @@ blas_core() {   # the core OpenBLAS picks with no override, as it reports it at 
         sed -n 's/^Core: *//p' | head -n 1
 }
 blas_fix() {    # prints OPENBLAS_CORETYPE=... when the picked core $1 is too narrow
-    flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
-    case "$1" in
-    SkylakeX | Cooperlake | SapphireRapids | "") ;;   # AVX-512 kernels; "" = no report
-    Haswell | Zen)
-        case "$flags" in *avx512f*) echo "OPENBLAS_CORETYPE=SkylakeX" ;; esac ;;
-    *)
-        case "$flags" in
-        *avx512f*) echo "OPENBLAS_CORETYPE=SkylakeX" ;;
-        *avx2*) echo "OPENBLAS_CORETYPE=Haswell" ;;
-        esac ;;
+    case "$1" in SkylakeX | Cooperlake | SapphireRapids | "") return ;; esac # AVX-512, or no report
+    case "$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)" in
+    *avx512f*) echo "OPENBLAS_CORETYPE=SkylakeX" ;;
+    *avx2*) case "$1" in Haswell | Zen) ;; *) echo "OPENBLAS_CORETYPE=Haswell" ;; esac ;;
     esac
 }
 TORCH_ENV="env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE \

@@ -142,15 +142,18 @@ static int share_blocks(int rows, size_t work, bool in_place) {
     return SHARE_BLOCKS;
 }
 
+/* The first row of block b when `rows` rows are cut into `blocks` */
+static int block_row(int b, int rows, int blocks) { return (int)((long long)b * rows / blocks); }
+
 /* Task t: row block t of dx (rows of x), or row block t - nx of dW (rows of W). */
 static void grads_task(const grads_job *j, int t) {
     if (t < j->nx) {
-        int r0 = (int)((long long)t * j->M / j->nx), r1 = (int)((long long)(t + 1) * j->M / j->nx);
+        int r0 = block_row(t, j->M, j->nx), r1 = block_row(t + 1, j->M, j->nx);
         tt_gemm(false, false, r1 - r0, j->K, j->N, 1.0f, j->g + (size_t)r0 * j->N, j->N, j->w,
                 j->K, j->beta_x, j->gx + (size_t)r0 * j->K, j->K);
     } else {
         t -= j->nx;
-        int r0 = (int)((long long)t * j->N / j->nw), r1 = (int)((long long)(t + 1) * j->N / j->nw);
+        int r0 = block_row(t, j->N, j->nw), r1 = block_row(t + 1, j->N, j->nw);
         tt_gemm(true, false, r1 - r0, j->K, j->M, 1.0f, j->g + r0, j->N, j->x, j->K, j->beta_w,
                 j->gw + (size_t)r0 * j->K, j->K);
     }
