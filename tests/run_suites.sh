@@ -3,18 +3,23 @@
 # valgrind, from $TT_TEST_PREFIX), show its output, and end with one closing line
 # "check: N passed, M failed" that counts the individual checks of all suites.
 # A suite that dies before printing Check's summary counts as one failure.
+# Every failure is repeated just above the closing line, so that the last lines of a
+# long log (all that a CI page may show) say what failed, not only how many.
 passed=0
 failed=0
 log=$(mktemp)
+failures=$(mktemp)
 for t in "$@"; do
     echo "== $t"
     # shellcheck disable=SC2086
     env $TT_TEST_ENV $TT_TEST_PREFIX "$t" >"$log" 2>&1
     rc=$?
     cat "$log"
+    # Check's failure lines: "file:line:F:tcase:test:iteration: message" (E: an error)
+    grep -E '^[^:]+:[0-9]+:[FE]:' "$log" | sed "s|^|$t: |" >>"$failures"
     summary=$(grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1)
     if [ -z "$summary" ]; then
-        echo "!! $t exited with status $rc before Check's summary"
+        echo "!! $t exited with status $rc before Check's summary" | tee -a "$failures"
         failed=$((failed + 1))
         continue
     fi
@@ -26,10 +31,14 @@ for t in "$@"; do
     passed=$((passed + total - f - e))
     failed=$((failed + f + e))
     if [ "$rc" -ne 0 ] && [ $((f + e)) -eq 0 ]; then
-        echo "!! $t exited with status $rc"
+        echo "!! $t exited with status $rc" | tee -a "$failures"
         failed=$((failed + 1))
     fi
 done
-rm -f "$log"
+if [ -s "$failures" ]; then
+    echo "== what failed:"
+    cat "$failures"
+fi
+rm -f "$log" "$failures"
 echo "check: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1244,9 +1244,9 @@ bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb) {
 }
 
 int tt_gemm_threads(int M, int N, int K) {
-    long long work = (long long)M * N * K;
     int nthreads = 1;
 #ifdef _OPENMP
+    long long work = (long long)M * N * K;
     /* Only from outside every parallel region: inside one, even an inactive (if-false)
      * one, a team is nested, and libgomp creates fresh threads for every nested team
      * (they would also leak their thread-local pack buffers when they exit). */
