@@ -5,6 +5,11 @@
 # A suite that dies before printing Check's summary counts as one failure.
 # Every failure is repeated just above the closing line, so that the last lines of a
 # long log (all that a CI page may show) say what failed, not only how many.
+# A test case that sets no timeout of its own gets 60 s, not Check's 4 s: a few suites
+# take 2-3 s a case under ASan, and a slow or busy machine must not turn that into a
+# failure (a hung test is still stopped).
+CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-60}
+export CK_DEFAULT_TIMEOUT
 passed=0
 failed=0
 log=$(mktemp)
