@@ -420,12 +420,15 @@ END_TEST
 
 /* ---- stale temporaries: the library's clean-up -------------------------------------- */
 START_TEST(test_save_removes_stale_temporaries) {
-    /* a pid that is certainly dead: a child that has exited and been reaped */
-    /* (killed, not _exit: under valgrind an exiting child would run the leak check on
-     * its copy of our heap and exit with valgrind's error code) */
+    /* a pid that is certainly dead: a child that was killed and reaped (killed rather
+     * than _exit: under valgrind an exiting child runs the leak check on its copy of our
+     * heap and exits with valgrind's error code if this process has leaked) */
     pid_t dead = fork();
     ck_assert_int_ge(dead, 0);
-    if (dead == 0) raise(SIGKILL);
+    if (dead == 0) {
+        raise(SIGKILL);
+        _exit(0); /* (not reached) */
+    }
     ck_assert_int_eq(reap(dead), 128 + SIGKILL);
     char p[256], name[512];
     const char *keep[] = {"m.st.tmp.abc", "m.st.tmp.", "other.st.tmp.%d", "m.st.tmp.%d.x",
