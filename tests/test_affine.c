@@ -239,26 +239,27 @@ static void accumulated_grads(tt_tensor *x, tt_tensor *w, tt_tensor *b, float *o
     tt_free(c), tt_free(d), tt_free(e);
 }
 
-/* With two threads and products of 16 M multiply-adds whose other operands tt_gemm reads
- * in place (W [512, 128] for dx, x [256, 128] for dW), both products are cut into row
- * blocks that the two threads claim from the two ends of one list: every block exactly
- * once, whichever thread takes it, and the same bits as one thread computing each product
- * whole - with fresh gradient buffers and with buffers the products add to. Repeated,
- * since the split between the threads changes from run to run. */
-START_TEST(test_affine_shared_pair) {
+/* The gradients of affine_relu(x [M, K], w [N, K], b) with one thread and with two, fresh
+ * and accumulating, repeated (the split between the threads changes from run to run):
+ * every block of the shared products exactly once, whichever thread takes it, and the
+ * same bits as one thread computing each product whole. */
+static void check_shared_pair(int M, int K, int N) {
 #ifdef _OPENMP
     int saved = omp_get_max_threads();
 #endif
-    ck_assert(tt_gemm_b_in_place(false, 512, 128, 128)); /* W, for dx */
-    ck_assert(tt_gemm_b_in_place(false, 256, 128, 128)); /* x, for dW */
-    tt_tensor *x = tt_test_param(TT_SHAPE(256, 128), -1, 1);
-    tt_tensor *w = tt_test_param(TT_SHAPE(512, 128), -1, 1);
-    tt_tensor *b = tt_test_param(TT_SHAPE(512), -1, 1);
+    tt_tensor *x = tt_test_param(TT_SHAPE(M, K), -1, 1);
+    tt_tensor *w = tt_test_param(TT_SHAPE(N, K), -1, 1);
+    tt_tensor *b = tt_test_param(TT_SHAPE(N), -1, 1);
     tt_tensor *in[3] = {x, w, b};
     float *one[3], *one_acc[3];
     grads_with_threads(1, x, w, b, one);
     accumulated_grads(x, w, b, one_acc);
-    for (int rep = 0; rep < 20; rep++) {
+#ifdef _OPENMP
+    const int reps = 20;
+#else
+    const int reps = 1; /* (one thread: nothing varies from run to run) */
+#endif
+    for (int rep = 0; rep < reps; rep++) {
         float *two[3], *two_acc[3];
         grads_with_threads(2, x, w, b, two);
         accumulated_grads(x, w, b, two_acc);
@@ -278,6 +279,28 @@ START_TEST(test_affine_shared_pair) {
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
+}
+
+/* Products of 16 M multiply-adds whose other operands tt_gemm reads in place (W [512, 128]
+ * for dx, x [256, 128] for dW) are cut into row blocks that the two threads claim from the
+ * two ends of one list. */
+START_TEST(test_affine_shared_pair) {
+    ck_assert(tt_gemm_b_in_place(false, 512, 128, 128)); /* W, for dx */
+    ck_assert(tt_gemm_b_in_place(false, 256, 128, 128)); /* x, for dW */
+    check_shared_pair(256, 128, 512);
+}
+END_TEST
+
+/* Rows 2048 floats long are packed (W [512, 2048] for dx, x [192, 2048] for dW), but Gp
+ * [192, 512] is read in place (as Gp^T for dW; as Gp for dx with the AVX-512 kernel):
+ * those products (201 M multiply-adds, blocks of 50 M) are cut into column blocks. */
+START_TEST(test_affine_shared_pair_columns) {
+    ck_assert(!tt_gemm_b_in_place(false, 512, 2048, 2048)); /* W, for dx */
+    ck_assert(!tt_gemm_b_in_place(false, 192, 2048, 2048)); /* x, for dW */
+    ck_assert(tt_gemm_a_in_place(true, 512, 192, 512));      /* Gp^T, for dW */
+    ck_assert(tt_gemm_a_in_place(false, 192, 512, 512) ==    /* Gp, for dx */
+              (strcmp(tt_gemm_kernel(), "avx512") == 0));
+    check_shared_pair(192, 2048, 512);
 }
 END_TEST
 
@@ -366,6 +389,7 @@ static Suite *affine_suite(void) {
     tcase_add_test(tc, test_affine_same_tensor);
     tcase_add_test(tc, test_affine_side_by_side);
     tcase_add_test(tc, test_affine_shared_pair);
+    tcase_add_test(tc, test_affine_shared_pair_columns);
     tcase_add_test(tc, test_affine_relu_retained_grad);
     tcase_add_test(tc, test_affine_data_input);
     tcase_add_test(tc, test_affine_errors);

@@ -923,6 +923,12 @@ typedef struct gemm_job {
 
 static void gemm_thread(const gemm_job *g, int t, int nt);
 
+/* Whether kernel kr reads A (op(A) M x K, row stride lda) in place: see gemm_packed. */
+static bool a_in_place(const gemm_kernel *kr, bool ta, int M, int K, size_t lda) {
+    return (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
+           (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
+}
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, const float *bias, bool relu, int nthreads) {
@@ -960,8 +966,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * panels and slivers are still packed (their zero padding keeps the kernel from
      * reading past the matrix). The arithmetic is the same either way, so is every bit
      * of C. */
-    const bool direct_a = (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
-                          (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
+    const bool direct_a = a_in_place(kr, ta, M, K, lda);
     const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
     spin_barrier bar = {0, 0};
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
@@ -1237,6 +1242,10 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
             ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
         }
     }
+}
+
+bool tt_gemm_a_in_place(bool trans_a, int M, int K, int lda) {
+    return a_in_place(&g_kernels[current_kernel()], trans_a, M, K, (size_t)lda);
 }
 
 bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb) {

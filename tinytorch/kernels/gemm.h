@@ -54,6 +54,11 @@ int tt_gemm_threads(int M, int N, int K);
  * extra copying of B (each block would pack B again otherwise). */
 bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb);
 
+/* Whether tt_gemm (with the kernel in use) reads its A operand (op(A) M x K, row stride
+ * lda) in place instead of packing it: then splitting a product into column blocks of B
+ * and C costs no extra copying of A. */
+bool tt_gemm_a_in_place(bool trans_a, int M, int K, int lda);
+
 /* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
 const char *tt_gemm_kernel(void);
 
