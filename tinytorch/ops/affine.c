@@ -238,15 +238,16 @@ static void affine_backward(tt_node *n) {
                    M, K, N, 0, 0, false, false, 0, 0};
     const bool pair = side_by_side(&j);
     const size_t work = (size_t)M * (size_t)N * (size_t)K;
-    /* dx = Gp W: A = Gp [M, N], B = W [N, K]; dW = Gp^T x: A = Gp^T, B = x [M, K] */
-    j.nx = !gx ? 0
-           : pair ? share_blocks(M, K, work, tt_gemm_a_in_place(false, M, N, N),
-                                 tt_gemm_b_in_place(false, N, K, K), &j.x_cols)
-                  : 1;
-    j.nw = !gw ? 0
-           : pair ? share_blocks(N, K, work, tt_gemm_a_in_place(true, N, M, N),
-                                 tt_gemm_b_in_place(false, M, K, K), &j.w_cols)
-                  : 1;
+    /* one task per product, or (a pair: both gradients wanted) blocks of each;
+     * dx = Gp W: A = Gp [M, N], B = W [N, K]; dW = Gp^T x: A = Gp^T, B = x [M, K] */
+    j.nx = gx != NULL;
+    j.nw = gw != NULL;
+    if (pair) {
+        j.nx = share_blocks(M, K, work, tt_gemm_a_in_place(false, M, N, N),
+                            tt_gemm_b_in_place(false, N, K, K), &j.x_cols);
+        j.nw = share_blocks(N, K, work, tt_gemm_a_in_place(true, N, M, N),
+                            tt_gemm_b_in_place(false, M, K, K), &j.w_cols);
+    }
     j.back = j.nx + j.nw - 1;
     tt_parallel_for(2, pair ? 2 : 1, grads_range, &j);
     if (gp && !in_place) tt_arena_grad_free(gp, (size_t)M * N);
