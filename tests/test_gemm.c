@@ -5,7 +5,10 @@
 
 #include "kernels/gemm.h"
 
+#include <errno.h>
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -239,6 +242,91 @@ static void check_thread_invariance(const char *kernel) {
 START_TEST(test_gemm_bit_identical_1_and_2_threads) { for_each_kernel(check_thread_invariance); }
 END_TEST
 
+/* A product of one row block shares its column slivers among the threads by claims: each
+ * thread takes its own share from the front, then the other shares' slivers from the
+ * back. Whoever computes a sliver, every bit of C must be the 1-thread result. Shapes:
+ * the medium experts' products with an even number of 14-row units (280 rows), A read in
+ * place (one pass over the slivers) and packed (K of 1000: three k slices, claimed afresh
+ * each, the claim sets reused), two column panels (N > 4096: slivers numbered across
+ * them), and 2, 3 and 5 threads (more than this machine's cores: preempted threads get
+ * robbed). Run once more with OMP_THREAD_LIMIT=1 (below), where a team of one thread
+ * finds the shares of its missing partners and takes all of them from the back. */
+static void check_claimed_slivers(const char *kernel) {
+#ifdef _OPENMP
+    static const int sz[][3] = {{280, 2048, 512}, {280, 300, 1000}, {28, 4200, 400},
+                                {300, 512, 600}};
+    static const int threads[] = {2, 3, 5};
+    int saved = omp_get_max_threads();
+    tt_rng r;
+    tt_rng_seed(&r, 7);
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int M = sz[s][0], N = sz[s][1], K = sz[s][2];
+            mat A = op_new(ta, M, K, 0, &r);
+            mat B = op_new(tb, K, N, 0, &r);
+            size_t n = (size_t)M * N;
+            float *c1 = malloc(sizeof(float) * n), *c2 = malloc(sizeof(float) * n);
+            for (size_t i = 0; i < n; i++) c1[i] = (float)(i % 5) - 2.0f;
+            omp_set_num_threads(1);
+            tt_gemm(ta, tb, M, N, K, -0.5f, A.v, A.ld, B.v, B.ld, 0.25f, c1, N);
+            for (size_t h = 0; h < sizeof threads / sizeof threads[0]; h++) {
+                for (size_t i = 0; i < n; i++) c2[i] = (float)(i % 5) - 2.0f;
+                omp_set_num_threads(threads[h]);
+                tt_gemm(ta, tb, M, N, K, -0.5f, A.v, A.ld, B.v, B.ld, 0.25f, c2, N);
+                ck_assert_msg(memcmp(c1, c2, sizeof(float) * n) == 0,
+                              "%s: %c%c %dx%dx%d: %d threads (team of at most %d) differ "
+                              "from 1 (max diff %g)",
+                              kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, threads[h],
+                              omp_get_thread_limit(), tt_test_maxdiff(c1, c2, n));
+            }
+            free(A.v);
+            free(B.v);
+            free(c1);
+            free(c2);
+        }
+    omp_set_num_threads(saved);
+#else
+    (void)kernel;
+    printf("  built without OpenMP: nothing is shared\n");
+#endif
+}
+
+START_TEST(test_gemm_claimed_slivers_same_bits) { for_each_kernel(check_claimed_slivers); }
+END_TEST
+
+/* The same, in a child process of this test binary whose OpenMP teams are limited to one
+ * thread (OMP_THREAD_LIMIT is read when the runtime starts): tt_gemm still plans 2 or 3
+ * shares, and the one thread must claim every sliver of them. */
+START_TEST(test_gemm_claimed_slivers_team_of_one) {
+#ifdef _OPENMP
+    if (getenv("TT_TEST_CLAIMS_CHILD")) {
+        ck_assert_int_eq(omp_get_thread_limit(), 1);
+        for_each_kernel(check_claimed_slivers);
+        return;
+    }
+    fflush(stdout);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("TT_TEST_CLAIMS_CHILD", "1", 1);
+        setenv("OMP_THREAD_LIMIT", "1", 1);
+        setenv("CK_RUN_CASE", "claims, team of one", 1);
+        setenv("CK_FORK", "no", 1);
+        execl("/proc/self/exe", "test_gemm", (char *)NULL);
+        _exit(123);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) ck_assert_int_eq(errno, EINTR);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "the child with OMP_THREAD_LIMIT=1 failed (status %d; its output is above)",
+                  st);
+#else
+    printf("  built without OpenMP: nothing is shared\n");
+#endif
+}
+END_TEST
+
 /* Products with N <= 16 use a narrower AVX-512 tile (16 columns instead of 32). Column j
  * of C must come out the same whichever tile computed it: the first 8 columns of a
  * 40-column product (wide tile) equal an 8-column product of the same data bit for bit. */
@@ -411,7 +499,13 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_bias_epilogue_same_bits);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
+    tcase_add_test(tc, test_gemm_claimed_slivers_same_bits);
     suite_add_tcase(s, tc);
+    /* (its own case: the child runs only this one, CK_RUN_CASE) */
+    TCase *tc1 = tcase_create("claims, team of one");
+    tcase_set_timeout(tc1, 300);
+    tcase_add_test(tc1, test_gemm_claimed_slivers_team_of_one);
+    suite_add_tcase(s, tc1);
     return s;
 }
 

@@ -10,8 +10,9 @@
  *       micro-kernel: an MR x NR tile of C += A-panel @ B-sliver, kept in registers
  *
  * A product of one row block (the MoE experts' few hundred rows) skips the shared
- * panel: each thread packs its own B slivers one at a time, just before use, and
- * prefetches the next one's source meanwhile (gemm_thread_own).
+ * panel: the threads claim its B slivers one at a time (their own share first, then
+ * what is left of the others'), each packs a sliver just before use and prefetches the
+ * next one's source meanwhile (gemm_thread_own).
  *
  * Packing makes both operands contiguous in exactly the order the micro-kernel reads
  * them, so the four transpose combinations differ only in the packing routines. (Small
@@ -882,6 +883,65 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
+/* Sharing out the column slivers of a one-row-block product (gemm_thread_own). Each
+ * thread owns a contiguous share of the slivers, as a static split would give it, and
+ * takes them from the front; once its share is done it takes from the back of the other
+ * threads' shares. Threads that keep pace with each other never meet, and do exactly what
+ * a static split does; a thread whose core the host takes away for a while (this VM's
+ * normal), or whose slivers run slower, is helped out instead of waited for. A share is
+ * the half-open range [lo, hi) of sliver numbers in one 64-bit word, so that taking from
+ * either end is one compare-and-swap. Nothing but the claim passes between the threads
+ * here (each sliver's part of C has one writer), hence relaxed order. */
+#define CLAIM_MAX_THREADS 64 /* (gemm_packed uses at most this many threads) */
+typedef atomic_llong claim_share;
+
+static inline long long share_of(int lo, int hi) {
+    return (long long)(unsigned)lo | (long long)((unsigned long long)(unsigned)hi << 32);
+}
+static inline int share_lo(long long v) { return (int)(v & 0xffffffffLL); }
+static inline int share_hi(long long v) { return (int)((unsigned long long)v >> 32); }
+
+/* n items in `shares` shares, as a static split would cut them. */
+static void claim_reset_all(claim_share *sh, int n, int shares) {
+    for (int t = 0; t < shares; t++)
+        atomic_store_explicit(&sh[t], share_of(part(t, n, shares), part(t + 1, n, shares)),
+                              memory_order_relaxed);
+}
+
+/* Take the first (front) or last item of a share; -1 if it is empty. */
+static int claim_take(claim_share *sh, bool front) {
+    long long v = atomic_load_explicit(sh, memory_order_relaxed);
+    for (;;) {
+        const int lo = share_lo(v), hi = share_hi(v);
+        if (lo >= hi) return -1;
+        const long long nv = front ? share_of(lo + 1, hi) : share_of(lo, hi - 1);
+        if (atomic_compare_exchange_weak_explicit(sh, &v, nv, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return front ? lo : hi - 1;
+    }
+}
+
+/* The next item for thread t: its own share's (share t) first, else the last of another
+ * of the n shares. (A team of fewer than n threads leaves shares without an owner; they
+ * are taken from the back.) */
+static int claim_next(claim_share *sh, int t, int n) {
+    for (int d = 0; d < n; d++) {
+        const int item = claim_take(&sh[(t + d) % n], d == 0);
+        if (item >= 0) return item;
+    }
+    return -1;
+}
+
+/* The item claim_next would most likely give thread t next (-1: none left): only a guess,
+ * for prefetching, as another thread may take it first. */
+static int claim_peek(claim_share *sh, int t, int n) {
+    for (int d = 0; d < n; d++) {
+        const long long v = atomic_load_explicit(&sh[(t + d) % n], memory_order_relaxed);
+        if (share_lo(v) < share_hi(v)) return d == 0 ? share_lo(v) : share_hi(v) - 1;
+    }
+    return -1;
+}
+
 /* C of more than this many bytes is prefetched tile by tile before the stores (a smaller
  * one is in cache: written by the previous op or allocated from recycled arena memory) */
 #ifndef PF_C_MIN_BYTES
@@ -894,11 +954,18 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
 #define DIRECT_MAX_LD 512
 #endif
 
-/* For a product whose rows fit one row block: whether splitting its column slivers
- * between the nt threads balances them better than splitting its MR-row units (the
- * busiest thread's share against the average: 19 units on 2 threads is 10 / 9, 32
- * slivers is 16 / 16). The MoE experts' products have a few hundred rows. */
-static bool col_split_better(int m_units, int n_slivers, int nt) {
+/* For a product whose rows fit one row block: whether its threads share the column
+ * slivers (gemm_thread_own) rather than split its MR-row units. Claimed one at a time,
+ * slivers balance the threads at any count from a few per thread up; fewer are split
+ * the way that balances better (the busiest thread's share against the average: 19
+ * units on 2 threads is 10 / 9, 3 slivers 2 / 1). Sharing slivers also wins when rows
+ * would balance as well: measured on the Xeon of the eighth session (2 threads, cold
+ * weights, in-process ABBA), the medium experts' first and second layer forward with 280
+ * and 300 rows (an even number of units, which the row split had taken) ran in 0.73-0.80
+ * and 0.82-0.86 of the row split's time. */
+#define SHARE_SLIVERS_MIN 4 /* slivers per thread */
+static bool share_slivers(int m_units, int n_slivers, int nt) {
+    if (n_slivers >= SHARE_SLIVERS_MIN * nt) return true;
     long long row_max = ceil_div(m_units, nt), col_max = ceil_div(n_slivers, nt);
     /* compare m_units / (nt row_max) < n_slivers / (nt col_max) without division */
     return (long long)m_units * col_max < (long long)n_slivers * row_max;
@@ -919,6 +986,7 @@ typedef struct gemm_job {
     int m_units, nbm, nbn, block_rows; /* row blocks x column splits (see gemm_packed) */
     float *bbuf;                       /* the packed B panel, shared                  */
     spin_barrier *bar;
+    claim_share (*claims)[CLAIM_MAX_THREADS]; /* gemm_thread_own: the slivers, by k slice parity */
 } gemm_job;
 
 static void gemm_thread(const gemm_job *g, int t, int nt);
@@ -942,7 +1010,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     int m_units = ceil_div(M, MR);
     int nbm = ceil_div(m_units, kr->mc / MR);
     int nbn = 1;
-    if (nthreads > 1 && nbm == 1 && col_split_better(m_units, ceil_div(NC, NR), nthreads)) {
+    if (nthreads > 1 && nbm == 1 && share_slivers(m_units, ceil_div(N, NR), nthreads)) {
         nbn = nthreads; /* one row block; the threads take column slivers */
     } else {
         if (nthreads > 1) nbm = ceil_div(nbm, nthreads) * nthreads;
@@ -969,10 +1037,13 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     const bool direct_a = a_in_place(kr, ta, M, K, lda);
     const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
     spin_barrier bar = {0, 0};
+    claim_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
+    const bool own = nbm == 1; /* gemm_thread_own, with nbn = nthreads shares of slivers */
+    if (own) claim_reset_all(claims[0], ceil_div(N, NR), nbn);
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
                           bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
                           ldb, ldc, m_units, nbm, nbn, block_rows,
-                          pack_buf_get(&tls_b, (size_t)KC * NC), &bar};
+                          own ? NULL : pack_buf_get(&tls_b, (size_t)KC * NC), &bar, claims};
     /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
     if (nthreads > 1) {
 #ifdef _OPENMP
@@ -1061,73 +1132,90 @@ static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, i
 }
 
 /* Thread t of nt when it owns every row of C in its columns (one row block: one thread,
- * or the threads split the column slivers; the experts' products of a few hundred rows).
+ * or the threads share the column slivers; the experts' products of a few hundred rows).
  * Nobody shares its B slivers, so it packs each one just before use, into a private
  * one-sliver buffer that the micro-kernel then finds in L1 / L2 (rather than a KC x NC
  * panel that waited in L3), and while it multiplies a sliver it prefetches the source of
- * the next one, a slice of a weight matrix that usually comes cold from memory. No
- * barriers.
+ * the next one, a slice of a weight matrix that usually comes cold from memory. The
+ * slivers are claimed one at a time (claim_next), numbered across all of N: sliver s
+ * covers columns [s NR, s NR + NR), in the NC panel that holds them.
  *
  * Loop order. If A is read in place (but for a ragged last panel, packed once for all k
  * slices), a sliver runs through all its k slices before the next one: its column of C
  * (M x NR floats, a few tens of KB) then stays in L1 / L2 from one slice to the next. An
  * expert's first layer (256 x 2048 outputs, K = 512: slices of 384 and 128) would
  * otherwise write its 2 MB of C in the first slice and read it all back from L3 or
- * memory in the second. If A has to be packed, the slices go outermost so that each is
- * packed once. Every tile gets the same k slices in the same order: the same bits. */
+ * memory in the second. No barriers. If A has to be packed, the slices go outermost so
+ * that each is packed once (by every thread, for all rows); the slivers of one slice are
+ * claimed afresh, from the claims of the slice's parity, and a barrier between slices
+ * keeps a sliver's slice from starting before its previous one is stored. Every tile gets
+ * the same k slices in the same order: the same bits, whoever computes it. */
+static void own_sliver(const gemm_job *g, int s, int *jc, int *nc, int *sl) {
+    const int j = s * g->kr->nr;
+    *jc = j / g->NC * g->NC;
+    *nc = imin(g->NC, g->N - *jc);
+    *sl = (j - *jc) / g->kr->nr;
+}
+
+/* The source of sliver s's k slice at pc ({NULL}: none, s < 0). */
+static b_src own_sliver_src(const gemm_job *g, int s, int pc) {
+    b_src none = {NULL, 0, 0};
+    if (s < 0) return none;
+    int jc, nc, sl;
+    own_sliver(g, s, &jc, &nc, &sl);
+    return b_sliver_src(g, jc, nc, pc, imin(g->kr->kc, g->K - pc), sl);
+}
+
 static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta;
-    const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int M = g->M, N = g->N, K = g->K, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int n_slivers = ceil_div(N, NR), n_panels = ceil_div(M, MR), n_sh = g->nbn;
     const float *A = g->A;
     const size_t lda = g->lda;
     float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
-    const int n_panels = ceil_div(M, MR);
+    int jc, nc, sl;
     if (g->direct_a) {
         const int q_rag = M / MR, rag = M - q_rag * MR; /* a ragged last panel of rag rows */
         float *rbuf = pack_buf_get(&tls_a, (size_t)MR * (K ? K : 1));
         for (int pc = 0; pc < K && rag; pc += KC) /* slice pc at rbuf + MR pc */
             kr->pack_a(ta, rag, imin(KC, K - pc), op_at(A, ta, lda, q_rag * MR, pc), lda,
                        rbuf + (size_t)MR * pc);
-        for (int jc = 0; jc < N; jc += NC) {
-            const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
-            const int s0 = part(t, n_slivers, nt);
-            const int s1 = part(t + 1, n_slivers, nt);
-            for (int s = s0; s < s1; s++)
-                for (int pc = 0; pc < K; pc += KC) {
-                    /* next: the sliver's next slice, else the next sliver's first */
-                    b_src nx = {NULL, 0, 0};
-                    if (pc + KC < K)
-                        nx = b_sliver_src(g, jc, nc, pc + KC, imin(KC, K - pc - KC), s);
-                    else if (s + 1 < s1)
-                        nx = b_sliver_src(g, jc, nc, 0, imin(KC, K), s + 1);
-                    /* (only the ragged panel is read from rbuf: aq = 0) */
-                    own_sliver_slice(g, jc, nc, s, pc, imin(KC, K - pc), sbuf,
-                                     rbuf + (size_t)MR * pc, 0, nx);
-                }
+        for (int s; (s = claim_next(g->claims[0], t, n_sh)) >= 0;) {
+            own_sliver(g, s, &jc, &nc, &sl);
+            for (int pc = 0; pc < K; pc += KC) {
+                /* next: the sliver's next slice, else (likely) the next sliver's first */
+                const b_src nx = pc + KC < K ? own_sliver_src(g, s, pc + KC)
+                                             : own_sliver_src(g, claim_peek(g->claims[0], t, n_sh), 0);
+                /* (only the ragged panel is read from rbuf: aq = 0) */
+                own_sliver_slice(g, jc, nc, sl, pc, imin(KC, K - pc), sbuf, rbuf + (size_t)MR * pc,
+                                 0, nx);
+            }
         }
         return;
     }
     float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
-    for (int jc = 0; jc < N; jc += NC) {
-        const int nc = imin(NC, N - jc), n_slivers = ceil_div(nc, NR);
-        const int s0 = part(t, n_slivers, nt);
-        const int s1 = part(t + 1, n_slivers, nt);
-        for (int pc = 0; pc < K && s0 < s1; pc += KC) {
-            const int kc = imin(KC, K - pc);
-            for (int q = 0; q < n_panels; q++)
+    for (int pc = 0, slice = 0; pc < K; pc += KC, slice++) {
+        const int kc = imin(KC, K - pc);
+        claim_share *now = g->claims[slice & 1], *next = g->claims[(slice + 1) & 1];
+        /* (the next slice's claims are the previous slice's, which everybody has left:
+         * it is behind the last barrier; the barrier after this slice publishes them) */
+        if (t == 0 && pc + KC < K) claim_reset_all(next, n_slivers, n_sh);
+        bool packed = false; /* A's slice, once this thread has a sliver to multiply */
+        for (int s; (s = claim_next(now, t, n_sh)) >= 0;) {
+            for (int q = 0; q < n_panels && !packed; q++)
                 kr->pack_a(ta, imin(MR, M - q * MR), kc, op_at(A, ta, lda, q * MR, pc), lda,
                            abuf + (size_t)q * MR * kc);
-            for (int s = s0; s < s1; s++) {
-                /* next: the slice's next sliver, else the next slice's first */
-                b_src nx = {NULL, 0, 0};
-                if (s + 1 < s1)
-                    nx = b_sliver_src(g, jc, nc, pc, kc, s + 1);
-                else if (pc + KC < K)
-                    nx = b_sliver_src(g, jc, nc, pc + KC, imin(KC, K - pc - KC), s0);
-                own_sliver_slice(g, jc, nc, s, pc, kc, sbuf, abuf, (size_t)MR * kc, nx);
-            }
+            packed = true;
+            /* next: (likely) the slice's next sliver, else this thread's first of the next */
+            int s_nx = claim_peek(now, t, n_sh);
+            const b_src nx = s_nx >= 0     ? own_sliver_src(g, s_nx, pc)
+                             : pc + KC < K ? own_sliver_src(g, part(t, n_slivers, n_sh), pc + KC)
+                                           : own_sliver_src(g, -1, 0);
+            own_sliver(g, s, &jc, &nc, &sl);
+            own_sliver_slice(g, jc, nc, sl, pc, kc, sbuf, abuf, (size_t)MR * kc, nx);
         }
+        if (pc + KC < K) spin_barrier_wait(g->bar, nt); /* this slice of C is stored */
     }
 }
 
@@ -1135,7 +1223,7 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
  * items, per (jc, pc) panel. A thread that owns all rows of its columns takes
  * gemm_thread_own instead. */
 static void gemm_thread(const gemm_job *g, int t, int nt) {
-    if (g->nbm == 1 && g->nbn == nt) {
+    if (g->nbm == 1) {
         gemm_thread_own(g, t, nt);
         return;
     }
@@ -1263,6 +1351,7 @@ int tt_gemm_threads(int M, int N, int K) {
         nthreads = omp_get_max_threads();
         long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
         if (nthreads > cap) nthreads = (int)cap;
+        if (nthreads > CLAIM_MAX_THREADS) nthreads = CLAIM_MAX_THREADS;
     }
 #endif
     return nthreads;
