@@ -242,19 +242,20 @@ static void check_thread_invariance(const char *kernel) {
 START_TEST(test_gemm_bit_identical_1_and_2_threads) { for_each_kernel(check_thread_invariance); }
 END_TEST
 
-/* A product of one row block shares its column slivers among the threads by claims: each
- * thread takes its own share from the front, then the other shares' slivers from the
- * back. Whoever computes a sliver, every bit of C must be the 1-thread result. Shapes:
- * the medium experts' products with an even number of 14-row units (280 rows), A read in
- * place (one pass over the slivers) and packed (K of 1000: three k slices, claimed afresh
- * each, the claim sets reused), two column panels (N > 4096: slivers numbered across
- * them), and 2, 3 and 5 threads (more than this machine's cores: preempted threads get
+/* The threads of a product claim its work: a product of one row block its column
+ * slivers, a larger one its row blocks, panel by panel; each thread takes its own share
+ * from the front, then the other shares' items from the back. Whoever computes an item,
+ * every bit of C must be the 1-thread result. Shapes: the medium experts' products with
+ * an even number of 14-row units (280 rows), A read in place (one pass over the slivers)
+ * and packed (K of 1000: three k slices, claimed afresh each, the claim sets reused), two
+ * column panels (N > 4096: slivers numbered across them), 1030 rows (row blocks, three
+ * panels); 2, 3 and 5 threads (more than this machine's cores: preempted threads get
  * robbed). Run once more with OMP_THREAD_LIMIT=1 (below), where a team of one thread
  * finds the shares of its missing partners and takes all of them from the back. */
-static void check_claimed_slivers(const char *kernel) {
+static void check_claimed_work(const char *kernel) {
 #ifdef _OPENMP
     static const int sz[][3] = {{280, 2048, 512}, {280, 300, 1000}, {28, 4200, 400},
-                                {300, 512, 600}};
+                                {300, 512, 600}, {1030, 100, 900}};
     static const int threads[] = {2, 3, 5};
     int saved = omp_get_max_threads();
     tt_rng r;
@@ -292,17 +293,17 @@ static void check_claimed_slivers(const char *kernel) {
 #endif
 }
 
-START_TEST(test_gemm_claimed_slivers_same_bits) { for_each_kernel(check_claimed_slivers); }
+START_TEST(test_gemm_claimed_work_same_bits) { for_each_kernel(check_claimed_work); }
 END_TEST
 
 /* The same, in a child process of this test binary whose OpenMP teams are limited to one
  * thread (OMP_THREAD_LIMIT is read when the runtime starts): tt_gemm still plans 2 or 3
  * shares, and the one thread must claim every sliver of them. */
-START_TEST(test_gemm_claimed_slivers_team_of_one) {
+START_TEST(test_gemm_claimed_work_team_of_one) {
 #ifdef _OPENMP
     if (getenv("TT_TEST_CLAIMS_CHILD")) {
         ck_assert_int_eq(omp_get_thread_limit(), 1);
-        for_each_kernel(check_claimed_slivers);
+        for_each_kernel(check_claimed_work);
         return;
     }
     fflush(stdout);
@@ -499,12 +500,12 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_bias_epilogue_same_bits);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
-    tcase_add_test(tc, test_gemm_claimed_slivers_same_bits);
+    tcase_add_test(tc, test_gemm_claimed_work_same_bits);
     suite_add_tcase(s, tc);
     /* (its own case: the child runs only this one, CK_RUN_CASE) */
     TCase *tc1 = tcase_create("claims, team of one");
     tcase_set_timeout(tc1, 300);
-    tcase_add_test(tc1, test_gemm_claimed_slivers_team_of_one);
+    tcase_add_test(tc1, test_gemm_claimed_work_team_of_one);
     suite_add_tcase(s, tc1);
     return s;
 }

@@ -984,9 +984,10 @@ typedef struct gemm_job {
     bool pf_c;         /* the micro-kernel prefetches its C tile (C is large)      */
     size_t lda, ldb, ldc;
     int m_units, nbm, nbn, block_rows; /* row blocks x column splits (see gemm_packed) */
+    int shares;                        /* the threads planned: shares of the claims     */
     float *bbuf;                       /* the packed B panel, shared                  */
     spin_barrier *bar;
-    claim_share (*claims)[CLAIM_MAX_THREADS]; /* gemm_thread_own: the slivers, by k slice parity */
+    claim_share (*claims)[CLAIM_MAX_THREADS]; /* the work items, by k slice (panel) parity */
 } gemm_job;
 
 static void gemm_thread(const gemm_job *g, int t, int nt);
@@ -1038,11 +1039,12 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
     spin_barrier bar = {0, 0};
     claim_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
-    const bool own = nbm == 1; /* gemm_thread_own, with nbn = nthreads shares of slivers */
-    if (own) claim_reset_all(claims[0], ceil_div(N, NR), nbn);
+    /* the first claims: the slivers (gemm_thread_own), else the first panel's items */
+    const bool own = nbm == 1;
+    claim_reset_all(claims[0], own ? ceil_div(N, NR) : nbm * nbn, nthreads);
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
                           bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
-                          ldb, ldc, m_units, nbm, nbn, block_rows,
+                          ldb, ldc, m_units, nbm, nbn, block_rows, nthreads,
                           own ? NULL : pack_buf_get(&tls_b, (size_t)KC * NC), &bar, claims};
     /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
     if (nthreads > 1) {
@@ -1170,7 +1172,7 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta;
     const int M = g->M, N = g->N, K = g->K, MR = kr->mr, NR = kr->nr, KC = kr->kc;
-    const int n_slivers = ceil_div(N, NR), n_panels = ceil_div(M, MR), n_sh = g->nbn;
+    const int n_slivers = ceil_div(N, NR), n_panels = ceil_div(M, MR), n_sh = g->shares;
     const float *A = g->A;
     const size_t lda = g->lda;
     float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
@@ -1219,9 +1221,11 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     }
 }
 
-/* Thread t of nt: its share of the B packing, then of the (row block, column split)
- * items, per (jc, pc) panel. A thread that owns all rows of its columns takes
- * gemm_thread_own instead. */
+/* Thread t of nt: its share of the B packing, then the (row block, column split) items
+ * it claims, per (jc, pc) panel: its own share first, then what is left of the others'
+ * (claim_next). The items of a panel are claimed from the claims of the panel's parity;
+ * the barrier at the end of a panel keeps an item from starting on the next before it is
+ * done on this one. A product of one row block takes gemm_thread_own instead. */
 static void gemm_thread(const gemm_job *g, int t, int nt) {
     if (g->nbm == 1) {
         gemm_thread_own(g, t, nt);
@@ -1236,10 +1240,11 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     const int m_units = g->m_units, nbm = g->nbm, nbn = g->nbn, n_items = nbm * nbn;
     spin_barrier *bar = g->bar;
     float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    int panel = 0;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = imin(NC, N - jc);
         int n_slivers = ceil_div(nc, NR);
-        for (int pc = 0; pc < K; pc += KC) {
+        for (int pc = 0; pc < K; pc += KC, panel++) {
             int kc = imin(KC, K - pc);
             float bet = pc == 0 ? beta : 1.0f;
             const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
@@ -1249,9 +1254,11 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                     kr->pack_b(tb, imin(NR, nc - s * NR), kc,
                                op_at(B, tb, ldb, pc, jc + s * NR), ldb,
                                bbuf + (size_t)s * NR * kc);
+            /* the next panel's claims are the previous panel's, which everybody has left
+             * (behind the barrier that ended it); the barrier below publishes them */
+            if (t == 0) claim_reset_all(g->claims[(panel + 1) & 1], n_items, g->shares);
             spin_barrier_wait(bar, nt); /* B is packed */
-            const int it0 = part(t, n_items, nt), it1 = part(t + 1, n_items, nt);
-            for (int item = it0; item < it1; item++) {
+            for (int item; (item = claim_next(g->claims[panel & 1], t, g->shares)) >= 0;) {
                 int bm = item / nbn, bn = item % nbn;
                 int i0 = part(bm, m_units, nbm) * MR;
                 int i1 = imin(M, part(bm + 1, m_units, nbm) * MR);
