@@ -203,36 +203,51 @@ END_TEST
  * with B packed (1000 columns) or, non-transposed, read in place (200 columns, 720 KB),
  * and A packed or read in place (a transposed A of 60 columns; 500 columns, not
  * transposed). */
-static void check_thread_invariance(const char *kernel) {
 #ifdef _OPENMP
-    static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
-                                {100, 90, 900}, {60, 1000, 900}, {60, 200, 900},
-                                {60, 1000, 500}};
+/* Each product of sz, every transpose combination, computed with 1 thread and with each
+ * of the thread counts in threads: every bit the same. */
+static void check_same_bits(const char *kernel, const int (*sz)[3], size_t n_sz,
+                            const int *threads, size_t n_threads, uint64_t seed) {
     int saved = omp_get_max_threads();
     tt_rng r;
-    tt_rng_seed(&r, 42);
-    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+    tt_rng_seed(&r, seed);
+    for (size_t s = 0; s < n_sz; s++)
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
             int M = sz[s][0], N = sz[s][1], K = sz[s][2];
             mat A = op_new(ta, M, K, 0, &r);
             mat B = op_new(tb, K, N, 0, &r);
-            float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
-            for (int i = 0; i < M * N; i++) c1[i] = c2[i] = (float)(i % 7) - 3.0f;
+            size_t n = (size_t)M * N;
+            float *c1 = malloc(sizeof(float) * n), *c2 = malloc(sizeof(float) * n);
+            for (size_t i = 0; i < n; i++) c1[i] = (float)(i % 7) - 3.0f;
             omp_set_num_threads(1);
             tt_gemm(ta, tb, M, N, K, 0.75f, A.v, A.ld, B.v, B.ld, 0.5f, c1, N);
-            omp_set_num_threads(2);
-            tt_gemm(ta, tb, M, N, K, 0.75f, A.v, A.ld, B.v, B.ld, 0.5f, c2, N);
-            ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * N) == 0,
-                          "%s: %c%c %dx%dx%d differs between 1 and 2 threads (max diff %g)",
-                          kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K,
-                          tt_test_maxdiff(c1, c2, (size_t)M * N));
+            for (size_t h = 0; h < n_threads; h++) {
+                for (size_t i = 0; i < n; i++) c2[i] = (float)(i % 7) - 3.0f;
+                omp_set_num_threads(threads[h]);
+                tt_gemm(ta, tb, M, N, K, 0.75f, A.v, A.ld, B.v, B.ld, 0.5f, c2, N);
+                ck_assert_msg(memcmp(c1, c2, sizeof(float) * n) == 0,
+                              "%s: %c%c %dx%dx%d: %d threads (teams of at most %d) differ "
+                              "from 1 (max diff %g)",
+                              kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, threads[h],
+                              omp_get_thread_limit(), tt_test_maxdiff(c1, c2, n));
+            }
             free(A.v);
             free(B.v);
             free(c1);
             free(c2);
         }
     omp_set_num_threads(saved);
+}
+#endif
+
+static void check_thread_invariance(const char *kernel) {
+#ifdef _OPENMP
+    static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
+                                {100, 90, 900}, {60, 1000, 900}, {60, 200, 900},
+                                {60, 1000, 500}};
+    static const int two[] = {2};
+    check_same_bits(kernel, sz, sizeof sz / sizeof sz[0], two, 1, 42);
 #else
     (void)kernel;
     printf("  built without OpenMP: thread invariance is trivial\n");
@@ -257,36 +272,8 @@ static void check_claimed_work(const char *kernel) {
     static const int sz[][3] = {{280, 2048, 512}, {280, 300, 1000}, {28, 4200, 400},
                                 {300, 512, 600}, {1030, 100, 900}};
     static const int threads[] = {2, 3, 5};
-    int saved = omp_get_max_threads();
-    tt_rng r;
-    tt_rng_seed(&r, 7);
-    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
-        for (int t = 0; t < 4; t++) {
-            bool ta = t & 1, tb = t & 2;
-            int M = sz[s][0], N = sz[s][1], K = sz[s][2];
-            mat A = op_new(ta, M, K, 0, &r);
-            mat B = op_new(tb, K, N, 0, &r);
-            size_t n = (size_t)M * N;
-            float *c1 = malloc(sizeof(float) * n), *c2 = malloc(sizeof(float) * n);
-            for (size_t i = 0; i < n; i++) c1[i] = (float)(i % 5) - 2.0f;
-            omp_set_num_threads(1);
-            tt_gemm(ta, tb, M, N, K, -0.5f, A.v, A.ld, B.v, B.ld, 0.25f, c1, N);
-            for (size_t h = 0; h < sizeof threads / sizeof threads[0]; h++) {
-                for (size_t i = 0; i < n; i++) c2[i] = (float)(i % 5) - 2.0f;
-                omp_set_num_threads(threads[h]);
-                tt_gemm(ta, tb, M, N, K, -0.5f, A.v, A.ld, B.v, B.ld, 0.25f, c2, N);
-                ck_assert_msg(memcmp(c1, c2, sizeof(float) * n) == 0,
-                              "%s: %c%c %dx%dx%d: %d threads (team of at most %d) differ "
-                              "from 1 (max diff %g)",
-                              kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, threads[h],
-                              omp_get_thread_limit(), tt_test_maxdiff(c1, c2, n));
-            }
-            free(A.v);
-            free(B.v);
-            free(c1);
-            free(c2);
-        }
-    omp_set_num_threads(saved);
+    check_same_bits(kernel, sz, sizeof sz / sizeof sz[0], threads,
+                    sizeof threads / sizeof threads[0], 7);
 #else
     (void)kernel;
     printf("  built without OpenMP: nothing is shared\n");
