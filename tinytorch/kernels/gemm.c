@@ -42,6 +42,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -830,15 +831,39 @@ bool tt_gemm_set_kernel(const char *name) {
     return true;
 }
 
-/* ---- pack buffers: thread-local, grown on demand, kept for the next call ---------------- */
+/* ---- pack buffers: thread-local, grown on demand, kept for the next call ----------------
+ * A thread that ends frees its buffers (the destructor of a C11 thread-specific key):
+ * libgomp ends the surplus threads of its pool when a team is smaller than the last one,
+ * e.g. after omp_set_num_threads(5) and then 2. (The main thread's live until exit.) */
 typedef struct pack_buf {
     float *p;
     size_t n; /* floats */
 } pack_buf;
-static _Thread_local pack_buf tls_a, tls_b, tls_sliver;
+typedef struct pack_bufs {
+    pack_buf a, b, sliver;
+} pack_bufs;
+static _Thread_local pack_bufs tls_pack;
+static tss_t g_pack_key;
+static bool g_pack_key_ok;
+static once_flag g_pack_key_once = ONCE_FLAG_INIT;
+
+static void pack_bufs_free(void *p) {
+    pack_bufs *t = p;
+    free(t->a.p);
+    free(t->b.p);
+    free(t->sliver.p);
+    memset(t, 0, sizeof *t);
+}
+
+static void pack_key_create(void) {
+    g_pack_key_ok = tss_create(&g_pack_key, pack_bufs_free) == thrd_success;
+}
 
 static float *pack_buf_get(pack_buf *b, size_t n) {
     if (b->n < n) {
+        /* (the first allocation of this thread registers its buffers for the destructor) */
+        call_once(&g_pack_key_once, pack_key_create);
+        if (g_pack_key_ok && !tss_get(g_pack_key)) tss_set(g_pack_key, &tls_pack);
         free(b->p);
         b->p = tt_xmalloc(n * sizeof(float)); /* 64-byte aligned */
         b->n = n;
@@ -883,15 +908,17 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
     }
 }
 
-/* Sharing out the column slivers of a one-row-block product (gemm_thread_own). Each
- * thread owns a contiguous share of the slivers, as a static split would give it, and
+/* Sharing out a product's work items: the column slivers of a product of one row block
+ * (gemm_thread_own), the (row block, column split) items of a larger one (gemm_thread).
+ * Each thread owns a contiguous share of the items, as a static split would give it, and
  * takes them from the front; once its share is done it takes from the back of the other
  * threads' shares. Threads that keep pace with each other never meet, and do exactly what
  * a static split does; a thread whose core the host takes away for a while (this VM's
  * normal), or whose slivers run slower, is helped out instead of waited for. A share is
- * the half-open range [lo, hi) of sliver numbers in one 64-bit word, so that taking from
+ * the half-open range [lo, hi) of item numbers in one 64-bit word, so that taking from
  * either end is one compare-and-swap. Nothing but the claim passes between the threads
- * here (each sliver's part of C has one writer), hence relaxed order. */
+ * here (each item's part of C has one writer; the barriers order the rest), hence
+ * relaxed order. */
 #define CLAIM_MAX_THREADS 64 /* (gemm_packed uses at most this many threads) */
 typedef atomic_llong claim_share;
 
@@ -1045,7 +1072,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
                           bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
                           ldb, ldc, m_units, nbm, nbn, block_rows, nthreads,
-                          own ? NULL : pack_buf_get(&tls_b, (size_t)KC * NC), &bar, claims};
+                          own ? NULL : pack_buf_get(&tls_pack.b, (size_t)KC * NC), &bar, claims};
     /* (one thread: no OpenMP region at all; see parallel.c for what one costs) */
     if (nthreads > 1) {
 #ifdef _OPENMP
@@ -1175,11 +1202,11 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const int n_slivers = ceil_div(N, NR), n_panels = ceil_div(M, MR), n_sh = g->shares;
     const float *A = g->A;
     const size_t lda = g->lda;
-    float *sbuf = pack_buf_get(&tls_sliver, (size_t)NR * KC);
+    float *sbuf = pack_buf_get(&tls_pack.sliver, (size_t)NR * KC);
     int jc, nc, sl;
     if (g->direct_a) {
         const int q_rag = M / MR, rag = M - q_rag * MR; /* a ragged last panel of rag rows */
-        float *rbuf = pack_buf_get(&tls_a, (size_t)MR * (K ? K : 1));
+        float *rbuf = pack_buf_get(&tls_pack.a, (size_t)MR * (K ? K : 1));
         for (int pc = 0; pc < K && rag; pc += KC) /* slice pc at rbuf + MR pc */
             kr->pack_a(ta, rag, imin(KC, K - pc), op_at(A, ta, lda, q_rag * MR, pc), lda,
                        rbuf + (size_t)MR * pc);
@@ -1187,16 +1214,16 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
             own_sliver(g, s, &jc, &nc, &sl);
             for (int pc = 0; pc < K; pc += KC) {
                 /* next: the sliver's next slice, else (likely) the next sliver's first */
-                const b_src nx = pc + KC < K ? own_sliver_src(g, s, pc + KC)
-                                             : own_sliver_src(g, claim_peek(g->claims[0], t, n_sh), 0);
+                const int s_nx = pc + KC < K ? s : claim_peek(g->claims[0], t, n_sh);
+                const b_src nx = own_sliver_src(g, s_nx, pc + KC < K ? pc + KC : 0);
                 /* (only the ragged panel is read from rbuf: aq = 0) */
-                own_sliver_slice(g, jc, nc, sl, pc, imin(KC, K - pc), sbuf, rbuf + (size_t)MR * pc,
-                                 0, nx);
+                own_sliver_slice(g, jc, nc, sl, pc, imin(KC, K - pc), sbuf,
+                                 rbuf + (size_t)MR * pc, 0, nx);
             }
         }
         return;
     }
-    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    float *abuf = pack_buf_get(&tls_pack.a, (size_t)g->block_rows * KC);
     for (int pc = 0, slice = 0; pc < K; pc += KC, slice++) {
         const int kc = imin(KC, K - pc);
         claim_share *now = g->claims[slice & 1], *next = g->claims[(slice + 1) & 1];
@@ -1210,7 +1237,7 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
                            abuf + (size_t)q * MR * kc);
             packed = true;
             /* next: (likely) the slice's next sliver, else this thread's first of the next */
-            int s_nx = claim_peek(now, t, n_sh);
+            const int s_nx = claim_peek(now, t, n_sh);
             const b_src nx = s_nx >= 0     ? own_sliver_src(g, s_nx, pc)
                              : pc + KC < K ? own_sliver_src(g, part(t, n_slivers, n_sh), pc + KC)
                                            : own_sliver_src(g, -1, 0);
@@ -1239,7 +1266,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     const size_t lda = g->lda, ldb = g->ldb;
     const int m_units = g->m_units, nbm = g->nbm, nbn = g->nbn, n_items = nbm * nbn;
     spin_barrier *bar = g->bar;
-    float *abuf = pack_buf_get(&tls_a, (size_t)g->block_rows * KC);
+    float *abuf = pack_buf_get(&tls_pack.a, (size_t)g->block_rows * KC);
     int panel = 0;
     for (int jc = 0; jc < N; jc += NC) {
         int nc = imin(NC, N - jc);
@@ -1353,7 +1380,7 @@ int tt_gemm_threads(int M, int N, int K) {
     long long work = (long long)M * N * K;
     /* Only from outside every parallel region: inside one, even an inactive (if-false)
      * one, a team is nested, and libgomp creates fresh threads for every nested team
-     * (they would also leak their thread-local pack buffers when they exit). */
+     * (each one allocating its pack buffers afresh, and freeing them when it ends). */
     if (work >= GEMM_PAR_MIN && M >= 2 && N >= 2 && omp_get_level() == 0) {
         nthreads = omp_get_max_threads();
         long long cap = work / GEMM_PAR_MIN; /* at least GEMM_PAR_MIN multiply-adds a thread */
