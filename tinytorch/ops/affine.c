@@ -109,9 +109,11 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
  * A operand it reads in place (Gp, or Gp^T for dW) into column blocks, and the threads
  * take tasks from the two ends of one list - the caller dx's blocks from the front, the
  * other thread dW's from the back - until they meet: whoever is done first takes the
- * other's remaining blocks. A block of C is computed exactly as within the whole product
- * (the same k order for every element), so every bit is the same for any thread count
- * and any order of claims. */
+ * other's remaining blocks. The blocks shrink towards the middle of the list, where the
+ * threads meet (dx's from 40% of the product down to 10%, dW's from 10% up to 40%), so
+ * that what one thread may be left waiting for at the end is a small block. A block of C
+ * is computed exactly as within the whole product (the same k order for every element),
+ * so every bit is the same for any thread count and any order of claims. */
 typedef struct grads_job {
     const float *g, *x, *w; /* Gp [M, N], x [M, K], W [N, K] */
     float *gx, *gw;         /* either may be NULL            */
@@ -125,11 +127,13 @@ typedef struct grads_job {
 /* Below this many multiply-adds a product is not worth a parallel region (~1 us). */
 #define SIDE_BY_SIDE_MIN ((size_t)1 << 18)
 /* Blocks of a shared product, and the fewest multiply-adds in a row block, in a column
- * block (below, the claiming and the shorter products cost more than the balance is
- * worth). Column blocks, measured on the Xeon of the seventh session (two threads, 48
- * experts' cold weights, in-process ABBA against the whole products, median of 96 ratios
- * per run): the medium experts' second layer (blocks of 67 M) 0.940-0.963 in four runs,
- * the small model's (blocks of 17 M) 1.04 in two. */
+ * block, on average (below, the claiming and the shorter products cost more than the
+ * balance is worth). Column blocks, measured on the Xeon of the seventh session (two
+ * threads, 48 experts' cold weights, in-process ABBA against the whole products, median
+ * of 96 ratios per run): the medium experts' second layer (blocks of 67 M) 0.940-0.963 in
+ * four runs, the small model's (blocks of 17 M) 1.04 in two. Blocks of 4, 3, 2, 1 tenths
+ * against equal quarters (eighth session, the same way, experts of 200-320 rows, 192
+ * ratios a run): first layer 0.94-0.99, second layer 0.97-1.00, in four runs each. */
 #define SHARE_BLOCKS 4
 #define SHARE_BLOCK_MIN ((size_t)1 << 21)
 #define SHARE_COL_BLOCK_MIN ((size_t)1 << 25)
@@ -146,33 +150,43 @@ static bool side_by_side(const grads_job *j) {
 /* How a product C = op(A) B (rows x cols, A and B read in place or not) is cut into
  * SHARE_BLOCKS tasks: row blocks if B is read in place, else column blocks if A is (the
  * blocks' column boundaries on multiples of COL_ALIGN floats: whole micro-kernel slivers),
- * else not at all (each block would pack the other operand again). Sets *by_cols. */
+ * else not at all (each block would pack the other operand again). Sets *by_cols. The
+ * blocks are 1, 2, ..., SHARE_BLOCKS parts of SHARE_PARTS (block_start); the smallest
+ * gets at least 2 rows, or 2 slivers. */
 #define COL_ALIGN 32
+#define SHARE_PARTS (SHARE_BLOCKS * (SHARE_BLOCKS + 1) / 2)
 static int share_blocks(int rows, int cols, size_t work, bool a_direct, bool b_direct,
                         bool *by_cols) {
     *by_cols = false;
-    if (b_direct && rows >= 2 * SHARE_BLOCKS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
+    if (b_direct && rows >= 2 * SHARE_PARTS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
         return SHARE_BLOCKS;
-    *by_cols = !b_direct && a_direct && cols >= 2 * SHARE_BLOCKS * COL_ALIGN &&
+    *by_cols = !b_direct && a_direct && cols >= 2 * SHARE_PARTS * COL_ALIGN &&
                work / SHARE_BLOCKS >= SHARE_COL_BLOCK_MIN;
     return *by_cols ? SHARE_BLOCKS : 1;
 }
 
-/* The first row (by_cols: column) of block b when n rows (columns) are cut into `blocks` */
-static int block_start(int b, int n, int blocks, bool by_cols) {
+/* The first row (by_cols: column) of block b when n rows (columns) are cut into `blocks`
+ * blocks of sizes in proportion to blocks, blocks - 1, ..., 1 (shrinking: dx, claimed
+ * from the front) or 1, 2, ..., blocks (growing: dW, claimed from the back): block b
+ * starts after the parts of the blocks before it. */
+static int block_start(int b, int n, int blocks, bool by_cols, bool grow) {
     if (b == blocks) return n;
-    int s = (int)((long long)b * n / blocks);
+    const long long parts = (long long)blocks * (blocks + 1) / 2;
+    const long long before = grow ? (long long)b * (b + 1) / 2 /* 1 + 2 + ... + b */
+                                  : (long long)b * blocks - (long long)b * (b - 1) / 2;
+    int s = (int)(before * n / parts);
     return by_cols ? s / COL_ALIGN * COL_ALIGN : s;
 }
 
 /* Block t of blocks of C = op(A) B, C [M, N] (row stride ldc), A [M, K] or, transposed,
  * [K, M] (lda), B [K, N] (ldb): the same arithmetic for every element as the whole
  * product, so the same bits. */
-static void gemm_block(int t, int blocks, bool by_cols, bool ta, int M, int N, int K,
+static void gemm_block(int t, int blocks, bool by_cols, bool grow, bool ta, int M, int N, int K,
                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
                        int ldc) {
     const int n = by_cols ? N : M;
-    const int s0 = block_start(t, n, blocks, by_cols), s1 = block_start(t + 1, n, blocks, by_cols);
+    const int s0 = block_start(t, n, blocks, by_cols, grow);
+    const int s1 = block_start(t + 1, n, blocks, by_cols, grow);
     if (by_cols)
         tt_gemm(ta, false, M, s1 - s0, K, 1.0f, A, lda, B + s0, ldb, beta, C + s0, ldc);
     else
@@ -183,11 +197,11 @@ static void gemm_block(int t, int blocks, bool by_cols, bool ta, int M, int N, i
 /* Task t: block t of dx = Gp W (rows of x, or columns), or block t - nx of dW = Gp^T x. */
 static void grads_task(const grads_job *j, int t) {
     if (t < j->nx)
-        gemm_block(t, j->nx, j->x_cols, false, j->M, j->K, j->N, j->g, j->N, j->w, j->K,
-                   j->beta_x, j->gx, j->K);
+        gemm_block(t, j->nx, j->x_cols, false, false, j->M, j->K, j->N, j->g, j->N, j->w,
+                   j->K, j->beta_x, j->gx, j->K);
     else
-        gemm_block(t - j->nx, j->nw, j->w_cols, true, j->N, j->K, j->M, j->g, j->N, j->x, j->K,
-                   j->beta_w, j->gw, j->K);
+        gemm_block(t - j->nx, j->nw, j->w_cols, true, true, j->N, j->K, j->M, j->g, j->N, j->x,
+                   j->K, j->beta_w, j->gw, j->K);
 }
 
 /* The next task for the thread working from the front (the caller) or the back, or -1 */
