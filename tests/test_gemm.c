@@ -1,6 +1,7 @@
 /* test_gemm.c - tt_gemm against a double-precision reference, for every kernel the CPU
  * has (generic, avx2, avx512), every transpose combination, ragged sizes, strided
- * matrices, alpha/beta, and bit-identical results for 1 and 2 OpenMP threads. */
+ * matrices, alpha/beta, and bit-identical results for 1, 2, 3 and 5 OpenMP threads and for
+ * a team smaller than tt_gemm planned for (the threads claim their work). */
 #include "tt_test.h"
 
 #include "kernels/gemm.h"
@@ -195,14 +196,6 @@ static void check_special_values(const char *kernel) {
 START_TEST(test_gemm_special_values) { for_each_kernel(check_special_values); }
 END_TEST
 
-/* Results must not depend on the number of threads: each element of C is computed by one
- * thread over the same k order. Sizes are large enough to be split (>= 2^22 multiply-adds),
- * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices; the last
- * three split the columns of one row block over several k slices (each thread packs its
- * own slivers as it goes, the next one prefetched across the slice or sliver boundary),
- * with B packed (1000 columns) or, non-transposed, read in place (200 columns, 720 KB),
- * and A packed or read in place (a transposed A of 60 columns; 500 columns, not
- * transposed). */
 #ifdef _OPENMP
 /* Each product of sz, every transpose combination, computed with 1 thread and with each
  * of the thread counts in threads: every bit the same. */
@@ -241,6 +234,14 @@ static void check_same_bits(const char *kernel, const int (*sz)[3], size_t n_sz,
 }
 #endif
 
+/* Results must not depend on the number of threads: each element of C is computed by one
+ * thread over the same k order. Sizes are large enough to be split (>= 2^22 multiply-adds),
+ * ragged, and cover M-splits, N-splits (M below two tiles) and several k slices; the last
+ * three split the columns of one row block over several k slices (each thread packs its
+ * own slivers as it goes, the next one prefetched across the slice or sliver boundary),
+ * with B packed (1000 columns) or, non-transposed, read in place (200 columns, 720 KB),
+ * and A packed or read in place (a transposed A of 60 columns; 500 columns, not
+ * transposed). */
 static void check_thread_invariance(const char *kernel) {
 #ifdef _OPENMP
     static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
@@ -266,8 +267,9 @@ END_TEST
  * column panels (N > 4096: slivers numbered across them), 1030 rows (row blocks, three
  * panels); 2, 3 and 5 threads (more than this machine's cores: preempted threads get
  * robbed; going back to fewer, libgomp ends the surplus threads, whose pack buffers
- * `make sanitize` then finds freed, not leaked). Run once more with OMP_THREAD_LIMIT=1 (below), where a team of one thread
- * finds the shares of its missing partners and takes all of them from the back. */
+ * `make sanitize` then finds freed, not leaked). Run once more with OMP_THREAD_LIMIT=1
+ * (below), where a team of one thread finds the shares of its missing partners and takes
+ * all of them from the back. */
 static void check_claimed_work(const char *kernel) {
 #ifdef _OPENMP
     static const int sz[][3] = {{280, 2048, 512}, {280, 300, 1000}, {28, 4200, 400},
@@ -285,8 +287,8 @@ START_TEST(test_gemm_claimed_work_same_bits) { for_each_kernel(check_claimed_wor
 END_TEST
 
 /* The same, in a child process of this test binary whose OpenMP teams are limited to one
- * thread (OMP_THREAD_LIMIT is read when the runtime starts): tt_gemm still plans 2 or 3
- * shares, and the one thread must claim every sliver of them. */
+ * thread (OMP_THREAD_LIMIT is read when the runtime starts): tt_gemm still plans 2, 3 or
+ * 5 shares, and the one thread must claim every item of them. */
 START_TEST(test_gemm_claimed_work_team_of_one) {
 #ifdef _OPENMP
     if (getenv("TT_TEST_CLAIMS_CHILD")) {
