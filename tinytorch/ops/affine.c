@@ -152,15 +152,16 @@ static bool side_by_side(const grads_job *j) {
  * blocks' column boundaries on multiples of COL_ALIGN floats: whole micro-kernel slivers),
  * else not at all (each block would pack the other operand again). Sets *by_cols. The
  * blocks are 1, 2, ..., SHARE_BLOCKS parts of SHARE_PARTS (block_start); the smallest
- * gets at least 2 rows, or 2 slivers. */
+ * gets at least a row, or a sliver (the medium model's kv_a_proj dW, 512 columns,
+ * still gets column blocks: 32, 96, 160 and 224 of them). */
 #define COL_ALIGN 32
 #define SHARE_PARTS (SHARE_BLOCKS * (SHARE_BLOCKS + 1) / 2)
 static int share_blocks(int rows, int cols, size_t work, bool a_direct, bool b_direct,
                         bool *by_cols) {
     *by_cols = false;
-    if (b_direct && rows >= 2 * SHARE_PARTS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
+    if (b_direct && rows >= SHARE_PARTS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
         return SHARE_BLOCKS;
-    *by_cols = !b_direct && a_direct && cols >= 2 * SHARE_PARTS * COL_ALIGN &&
+    *by_cols = !b_direct && a_direct && cols >= SHARE_PARTS * COL_ALIGN &&
                work / SHARE_BLOCKS >= SHARE_COL_BLOCK_MIN;
     return *by_cols ? SHARE_BLOCKS : 1;
 }
