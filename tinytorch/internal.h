@@ -6,6 +6,7 @@
 #include "error.h"
 #include "ops.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* Abort with a message naming the op and the tensors when `cond` is false.
@@ -70,6 +71,45 @@ void tt_parallel_chunks(size_t n, size_t chunk, size_t min_work, tt_chunk_fn fn,
 /* Inside a range function: which of tt_parallel_for's nthreads ranges runs it, 0 ..
  * nthreads - 1 (0 when serial), for per-thread scratch allocated before the call. */
 int tt_thread_num(void);
+
+/* A share of work items: the half-open range [lo, hi) of item numbers, which threads
+ * take from either end, one compare-and-swap a take (lo and hi packed in one 64-bit
+ * word). Used where equal work is not equal time: the threads of a GEMM (gemm.c's claims)
+ * and a Linear backward's two products (affine.c). Only the claim passes between the
+ * threads (each item has one writer; anything else is ordered by the caller's barriers
+ * or the end of its parallel region), hence relaxed order. */
+typedef atomic_llong tt_share;
+
+static inline long long tt_share_word(int lo, int hi) {
+    return (long long)(unsigned)lo | (long long)((unsigned long long)(unsigned)hi << 32);
+}
+static inline int tt_share_lo(long long w) { return (int)(w & 0xffffffffLL); }
+static inline int tt_share_hi(long long w) { return (int)((unsigned long long)w >> 32); }
+
+static inline void tt_share_set(tt_share *s, int lo, int hi) {
+    atomic_store_explicit(s, tt_share_word(lo, hi), memory_order_relaxed);
+}
+
+/* Take the first (front) or the last item; -1 if the share is empty. */
+static inline int tt_share_take(tt_share *s, bool front) {
+    long long w = atomic_load_explicit(s, memory_order_relaxed);
+    for (;;) {
+        const int lo = tt_share_lo(w), hi = tt_share_hi(w);
+        if (lo >= hi) return -1;
+        const long long nw = front ? tt_share_word(lo + 1, hi) : tt_share_word(lo, hi - 1);
+        if (atomic_compare_exchange_weak_explicit(s, &w, nw, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return front ? lo : hi - 1;
+    }
+}
+
+/* The item tt_share_take would give from that end now (-1: empty); only a guess, as
+ * another thread may take it first. */
+static inline int tt_share_peek(tt_share *s, bool front) {
+    const long long w = atomic_load_explicit(s, memory_order_relaxed);
+    if (tt_share_lo(w) >= tt_share_hi(w)) return -1;
+    return front ? tt_share_lo(w) : tt_share_hi(w) - 1;
+}
 
 /* Small per-thread scratch for tensor descriptions in messages ("'x' [2, 3]"). */
 const char *tt_d(const tt_tensor *t);

@@ -910,50 +910,26 @@ static void spin_barrier_wait(spin_barrier *b, int n) {
 
 /* Sharing out a product's work items: the column slivers of a product of one row block
  * (gemm_thread_own), the (row block, column split) items of a larger one (gemm_thread).
- * Each thread owns a contiguous share of the items, as a static split would give it, and
- * takes them from the front; once its share is done it takes from the back of the other
- * threads' shares. Threads that keep pace with each other never meet, and do exactly what
- * a static split does; a thread whose core the host takes away for a while (this VM's
- * normal), or whose slivers run slower, is helped out instead of waited for. A share is
- * the half-open range [lo, hi) of item numbers in one 64-bit word, so that taking from
- * either end is one compare-and-swap. Nothing but the claim passes between the threads
- * here (each item's part of C has one writer; the barriers order the rest), hence
- * relaxed order. */
+ * Each thread owns a contiguous share of the items (a tt_share, internal.h), as a static
+ * split would give it, and takes them from the front; once its share is done it takes
+ * from the back of the other threads' shares. Threads that keep pace with each other
+ * never meet, and do exactly what a static split does; a thread whose core the host takes
+ * away for a while (this VM's normal), or whose slivers run slower, is helped out
+ * instead of waited for. */
 #define CLAIM_MAX_THREADS 64 /* (gemm_packed uses at most this many threads) */
-typedef atomic_llong claim_share;
-
-static inline long long share_of(int lo, int hi) {
-    return (long long)(unsigned)lo | (long long)((unsigned long long)(unsigned)hi << 32);
-}
-static inline int share_lo(long long v) { return (int)(v & 0xffffffffLL); }
-static inline int share_hi(long long v) { return (int)((unsigned long long)v >> 32); }
 
 /* n items in `shares` shares, as a static split would cut them. */
-static void claim_reset_all(claim_share *sh, int n, int shares) {
+static void claim_reset_all(tt_share *sh, int n, int shares) {
     for (int t = 0; t < shares; t++)
-        atomic_store_explicit(&sh[t], share_of(part(t, n, shares), part(t + 1, n, shares)),
-                              memory_order_relaxed);
-}
-
-/* Take the first (front) or last item of a share; -1 if it is empty. */
-static int claim_take(claim_share *sh, bool front) {
-    long long v = atomic_load_explicit(sh, memory_order_relaxed);
-    for (;;) {
-        const int lo = share_lo(v), hi = share_hi(v);
-        if (lo >= hi) return -1;
-        const long long nv = front ? share_of(lo + 1, hi) : share_of(lo, hi - 1);
-        if (atomic_compare_exchange_weak_explicit(sh, &v, nv, memory_order_relaxed,
-                                                  memory_order_relaxed))
-            return front ? lo : hi - 1;
-    }
+        tt_share_set(&sh[t], part(t, n, shares), part(t + 1, n, shares));
 }
 
 /* The next item for thread t: its own share's (share t) first, else the last of another
  * of the n shares. (A team of fewer than n threads leaves shares without an owner; they
  * are taken from the back.) */
-static int claim_next(claim_share *sh, int t, int n) {
+static int claim_next(tt_share *sh, int t, int n) {
     for (int d = 0; d < n; d++) {
-        const int item = claim_take(&sh[(t + d) % n], d == 0);
+        const int item = tt_share_take(&sh[(t + d) % n], d == 0);
         if (item >= 0) return item;
     }
     return -1;
@@ -961,10 +937,10 @@ static int claim_next(claim_share *sh, int t, int n) {
 
 /* The item claim_next would most likely give thread t next (-1: none left): only a guess,
  * for prefetching, as another thread may take it first. */
-static int claim_peek(claim_share *sh, int t, int n) {
+static int claim_peek(tt_share *sh, int t, int n) {
     for (int d = 0; d < n; d++) {
-        const long long v = atomic_load_explicit(&sh[(t + d) % n], memory_order_relaxed);
-        if (share_lo(v) < share_hi(v)) return d == 0 ? share_lo(v) : share_hi(v) - 1;
+        const int item = tt_share_peek(&sh[(t + d) % n], d == 0);
+        if (item >= 0) return item;
     }
     return -1;
 }
@@ -1014,7 +990,7 @@ typedef struct gemm_job {
     int shares;                        /* the threads planned: shares of the claims     */
     float *bbuf;                       /* the packed B panel, shared                  */
     spin_barrier *bar;
-    claim_share (*claims)[CLAIM_MAX_THREADS]; /* the work items, by k slice (panel) parity */
+    tt_share (*claims)[CLAIM_MAX_THREADS]; /* the work items, by k slice (panel) parity */
 } gemm_job;
 
 static void gemm_thread(const gemm_job *g, int t, int nt);
@@ -1065,7 +1041,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     const bool direct_a = a_in_place(kr, ta, M, K, lda);
     const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
     spin_barrier bar = {0, 0};
-    claim_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
+    tt_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
     /* the first claims: the slivers (gemm_thread_own), else the first panel's items */
     const bool own = nbm == 1;
     claim_reset_all(claims[0], own ? ceil_div(N, NR) : nbm * nbn, nthreads);
@@ -1226,7 +1202,7 @@ static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     float *abuf = pack_buf_get(&tls_pack.a, (size_t)g->block_rows * KC);
     for (int pc = 0, slice = 0; pc < K; pc += KC, slice++) {
         const int kc = imin(KC, K - pc);
-        claim_share *now = g->claims[slice & 1], *next = g->claims[(slice + 1) & 1];
+        tt_share *now = g->claims[slice & 1], *next = g->claims[(slice + 1) & 1];
         /* (the next slice's claims are the previous slice's, which everybody has left:
          * it is behind the last barrier; the barrier after this slice publishes them) */
         if (t == 0 && pc + KC < K) claim_reset_all(next, n_slivers, n_sh);

@@ -121,7 +121,7 @@ typedef struct grads_job {
     int M, K, N;
     int nx, nw;             /* blocks of dx, of dW: tasks [0, nx) and [nx, nx + nw) */
     bool x_cols, w_cols;    /* those are column blocks (else row blocks)      */
-    int front, back;        /* the next task from each end (claimed in a critical section) */
+    tt_share tasks;         /* the tasks not yet taken, from either end          */
 } grads_job;
 
 /* Below this many multiply-adds a product is not worth a parallel region (~1 us). */
@@ -205,18 +205,6 @@ static void grads_task(const grads_job *j, int t) {
                    j->K, j->beta_w, j->gw, j->K);
 }
 
-/* The next task for the thread working from the front (the caller) or the back, or -1 */
-static int claim(grads_job *j, bool front) {
-    int t = -1;
-#ifdef _OPENMP
-#pragma omp critical(tt_affine_claim)
-#endif
-    {
-        if (j->front <= j->back) t = front ? j->front++ : j->back--;
-    }
-    return t;
-}
-
 /* [t0, t1) = [0, 2): one thread, every task in order; [0, 1) / [1, 2): the caller from
  * the front, the other thread from the back */
 static void grads_range(void *ctx, long t0, long t1) {
@@ -225,7 +213,7 @@ static void grads_range(void *ctx, long t0, long t1) {
         for (int t = 0; t < j->nx + j->nw; t++) grads_task(j, t);
         return;
     }
-    for (int t; (t = claim(j, t0 == 0)) >= 0;) grads_task(j, t);
+    for (int t; (t = tt_share_take(&j->tasks, t0 == 0)) >= 0;) grads_task(j, t);
 }
 
 /* Saved in node->i. */
@@ -250,7 +238,7 @@ static void affine_backward(tt_node *n) {
     float *gx = tt_grad_acc_fresh(x, &fresh_x);
     float *gw = tt_grad_acc_fresh(w, &fresh_w);
     grads_job j = {g, x->data, w->data, gx, gw, fresh_x ? 0.0f : 1.0f, fresh_w ? 0.0f : 1.0f,
-                   M, K, N, 0, 0, false, false, 0, 0};
+                   M, K, N, 0, 0, false, false, 0};
     const bool pair = side_by_side(&j);
     const size_t work = (size_t)M * (size_t)N * (size_t)K;
     /* one task per product, or (a pair: both gradients wanted) blocks of each;
@@ -263,7 +251,7 @@ static void affine_backward(tt_node *n) {
         j.nw = share_blocks(N, K, work, tt_gemm_a_in_place(true, N, M, N),
                             tt_gemm_b_in_place(false, M, K, K), &j.w_cols);
     }
-    j.back = j.nx + j.nw - 1;
+    tt_share_set(&j.tasks, 0, j.nx + j.nw);
     tt_parallel_for(2, pair ? 2 : 1, grads_range, &j);
     if (gp && !in_place) tt_arena_grad_free(gp, (size_t)M * N);
 }
