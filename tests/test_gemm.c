@@ -240,13 +240,13 @@ static void check_same_bits(const char *kernel, const int (*sz)[3], size_t n_sz,
  * three split the columns of one row block over several k slices (each thread packs its
  * own slivers as it goes, the next one prefetched across the slice or sliver boundary),
  * with B packed (1000 columns) or, non-transposed, read in place (200 columns, 720 KB),
- * and A packed or read in place (a transposed A of 60 columns; 500 columns, not
- * transposed). */
+ * and A packed or read in place (a transposed A of 60 columns; 250 columns, not
+ * transposed: one k slice, as any A read by rows, whose row stride is at most 256). */
 static void check_thread_invariance(const char *kernel) {
 #ifdef _OPENMP
     static const int sz[][3] = {{257, 300, 129}, {20, 1000, 300}, {1030, 70, 400},
                                 {100, 90, 900}, {60, 1000, 900}, {60, 200, 900},
-                                {60, 1000, 500}};
+                                {60, 1000, 250}};
     static const int two[] = {2};
     check_same_bits(kernel, sz, sizeof sz / sizeof sz[0], two, 1, 42);
 #else
@@ -274,7 +274,7 @@ END_TEST
  * partners and takes all of them from the back. */
 static void check_claimed_work(const char *kernel) {
 #ifdef _OPENMP
-    static const int sz[][3] = {{280, 512, 512}, {280, 300, 800}, {28, 4200, 400},
+    static const int sz[][3] = {{280, 512, 256}, {280, 300, 800}, {28, 4200, 400},
                                 {1030, 64, 800}};
     static const int threads[] = {2, 5};
     check_same_bits(kernel, sz, sizeof sz / sizeof sz[0], threads,
@@ -377,19 +377,21 @@ START_TEST(test_gemm_narrow_tile_same_bits) {
 END_TEST
 
 /* Full panels of A and full slivers of a non-transposed B are read in place by the
- * micro-kernel when their row stride is at most 512 floats ("direct" operands, gemm.c;
+ * micro-kernel when their row stride is at most 256 floats ("direct" operands, gemm.c;
  * a non-transposed A only by the AVX-512 kernel) and packed otherwise. Both
  * must give the same bits: the same product with the operands stored at stride 600 (a
  * copy padded with NaN, which must never be read) and at their natural stride. Ragged
- * sizes, so that edge panels and slivers (always packed) mix with direct ones; two k
- * slices, so that the one-row-block driver runs its two loop orders (k slices inside the
- * sliver loop when A is read in place, outside it when A is packed). */
+ * sizes, so that edge panels and slivers (always packed) mix with direct ones; K = 450,
+ * two k slices, so that the one-row-block driver runs its two loop orders (k slices
+ * inside the sliver loop when A is read in place - transposed, 100 floats a row -
+ * outside it when A is packed); K = 200 for a non-transposed A read in place. */
 static void check_direct_operands(const char *kernel) {
     tt_rng r;
     tt_rng_seed(&r, 11);
-    const int M = 100, N = 70, K = 450, WIDE = 600;
-    for (int t = 0; t < 4; t++) {
+    const int M = 100, N = 70, WIDE = 600;
+    for (int t = 0; t < 8; t++) {
         bool ta = t & 1, tb = t & 2;
+        const int K = t & 4 ? 200 : 450;
         mat A = op_new(ta, M, K, 0, &r);
         mat B = op_new(tb, K, N, 0, &r);
         mat Aw = {A.rows, A.cols, WIDE, malloc(sizeof(float) * A.rows * WIDE)};

@@ -953,9 +953,23 @@ static int claim_peek(tt_share *sh, int t, int n) {
 #ifndef DIRECT_MAX_BYTES
 #define DIRECT_MAX_BYTES ((size_t)1 << 20)
 #endif
+/* Rows at most this many floats apart. Not 512, on the Xeon of the ninth session (1 thread,
+ * in-process ABBA, 16 operand sets rotated): with rows 2 KB apart, packing was faster -
+ * packed / in place 0.77-0.85 for B = x [256-384, 512] (an expert's first-layer dW), 0.82-0.87
+ * for B = W [512 or 128, 512] (the medium attention projections' dx), 0.88-0.91 for a
+ * transposed A [280, 512], 0.97 for A [280, 512] read by rows, 0.80-0.93 at 384 floats
+ * (a likely cause: a sliver's rows, 2 KB apart, fall into 4 of L1's 64 sets, so it cannot
+ * stay in L1 while the row tiles reuse it). Whole medium steps, 1 thread: 0.955-0.991 in
+ * three runs. At 256 floats the products of 256 KB also ran faster packed (0.81-0.85), but
+ * the toy model's whole step, whose in-place operands of 256-float rows are 128 KB, ran
+ * 4.7% slower with a limit of 128 (the small model's 3.7% faster: not adopted). */
 #ifndef DIRECT_MAX_LD
-#define DIRECT_MAX_LD 512
+#define DIRECT_MAX_LD 256
 #endif
+/* The splits of a Linear's backward pair (ops/affine.c) were measured with operands read in
+ * place up to rows 512 floats apart; those of 257-512 are now packed per block, and the
+ * same splits still win (below, tt_gemm_rows_split_cheap). */
+#define SPLIT_MAX_LD 512
 
 /* For a product whose rows fit one row block: whether its threads share the column
  * slivers (gemm_thread_own) rather than split its MR-row units. Claimed one at a time,
@@ -1001,6 +1015,11 @@ static bool a_in_place(const gemm_kernel *kr, bool ta, int M, int K, size_t lda)
            (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
+/* Whether B (K x N, row stride ldb) is read in place: see gemm_packed. */
+static bool b_in_place(bool tb, int K, int N, size_t ldb) {
+    return !tb && ldb <= DIRECT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+}
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, const float *bias, bool relu, int nthreads) {
@@ -1039,7 +1058,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * reading past the matrix). The arithmetic is the same either way, so is every bit
      * of C. */
     const bool direct_a = a_in_place(kr, ta, M, K, lda);
-    const bool direct_b = tt_gemm_b_in_place(tb, K, N, (int)ldb);
+    const bool direct_b = b_in_place(tb, K, N, ldb);
     spin_barrier bar = {0, 0};
     tt_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
     /* the first claims: the slivers (gemm_thread_own), else the first panel's items */
@@ -1342,12 +1361,20 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
     }
 }
 
-bool tt_gemm_a_in_place(bool trans_a, int M, int K, int lda) {
-    return a_in_place(&g_kernels[current_kernel()], trans_a, M, K, (size_t)lda);
+/* The operands a split copies again are at most one L2 (DIRECT_MAX_BYTES) and close-packed
+ * (rows at most SPLIT_MAX_LD floats apart): read in place, or packed by each block at a
+ * small fraction of the block's time. Measured (ninth session, Xeon, medium model, 2
+ * threads, in-process ABBA of whole training steps): cutting only products whose
+ * operands are read in place (DIRECT_MAX_LD) made the step 4.3% slower (median of 16
+ * blocks): the experts' first-layer dW, B = x [~280, 512], would run as one task. */
+bool tt_gemm_cols_split_cheap(bool trans_a, int M, int K, int lda) {
+    const gemm_kernel *kr = &g_kernels[current_kernel()];
+    return (trans_a || kr->ukernel_arows) && lda <= SPLIT_MAX_LD &&
+           (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
-bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb) {
-    return !trans_b && ldb <= DIRECT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+bool tt_gemm_rows_split_cheap(bool trans_b, int K, int N, int ldb) {
+    return !trans_b && ldb <= SPLIT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
 int tt_gemm_threads(int M, int N, int K) {

@@ -49,15 +49,16 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
  * would rather run two independent small products side by side (a Linear's backward). */
 int tt_gemm_threads(int M, int N, int K);
 
-/* Whether tt_gemm reads its B operand (K x N, row stride ldb, not transposed) in place
- * instead of packing it: then splitting a product into row blocks of A and C costs no
- * extra copying of B (each block would pack B again otherwise). */
-bool tt_gemm_b_in_place(bool trans_b, int K, int N, int ldb);
+/* Whether a product C = op(A) B (A M x K) can be cut into row blocks of A and C at little
+ * extra cost: its B operand (K x N, row stride ldb, not transposed) is read in place by
+ * each block, or is small and close-packed enough (one core's L2 at most, rows at most 512
+ * floats apart) that each block's own packed copy of it costs a small fraction of the
+ * block. (Otherwise every block would pack a large B again.) */
+bool tt_gemm_rows_split_cheap(bool trans_b, int K, int N, int ldb);
 
-/* Whether tt_gemm (with the kernel in use) reads its A operand (op(A) M x K, row stride
- * lda) in place instead of packing it: then splitting a product into column blocks of B
- * and C costs no extra copying of A. */
-bool tt_gemm_a_in_place(bool trans_a, int M, int K, int lda);
+/* The same for column blocks of B and C, and the A operand (op(A) M x K, row stride lda),
+ * with the kernel in use. */
+bool tt_gemm_cols_split_cheap(bool trans_a, int M, int K, int lda);
 
 /* The kernel tt_gemm uses now: "avx512", "avx2" or "generic". */
 const char *tt_gemm_kernel(void);

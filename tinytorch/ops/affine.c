@@ -104,9 +104,9 @@ static void backward_pre(const float *g, const float *y, bool relu, float *gp, f
  *
  * Equal work is not equal time: one product may run slower (a different layout, operands
  * colder) or its core may be taken away by the host for a while, and the other thread
- * would wait at the end. So a product whose B operand tt_gemm reads in place (W for dx,
- * x for dW: then a block of rows costs no extra copying) is cut into row blocks, one whose
- * A operand it reads in place (Gp, or Gp^T for dW) into column blocks, and the threads
+ * would wait at the end. So a product whose B operand (W for dx, x for dW) is cheap to
+ * give every block (read in place, or small: tt_gemm_rows_split_cheap) is cut into row
+ * blocks, one whose A operand (Gp, or Gp^T for dW) is, into column blocks, and the threads
  * take tasks from the two ends of one list - the caller dx's blocks from the front, the
  * other thread dW's from the back - until they meet: whoever is done first takes the
  * other's remaining blocks. The blocks shrink towards the middle of the list, where the
@@ -147,21 +147,22 @@ static bool side_by_side(const grads_job *j) {
            (tt_gemm_threads(j->M, j->K, j->N) == 1 && tt_gemm_threads(j->N, j->K, j->M) == 1);
 }
 
-/* How a product C = op(A) B (rows x cols, A and B read in place or not) is cut into
- * SHARE_BLOCKS tasks: row blocks if B is read in place, else column blocks if A is (the
+/* How a product C = op(A) B (rows x cols; a_cheap, b_cheap: whether every block may read
+ * or copy that operand whole, tt_gemm_cols_split_cheap / tt_gemm_rows_split_cheap) is cut
+ * into SHARE_BLOCKS tasks: row blocks if B is cheap, else column blocks if A is (the
  * blocks' column boundaries on multiples of COL_ALIGN floats: whole micro-kernel slivers),
- * else not at all (each block would pack the other operand again). Sets *by_cols. The
+ * else not at all (each block would pack a large operand again). Sets *by_cols. The
  * blocks are 1, 2, ..., SHARE_BLOCKS parts of SHARE_PARTS (block_start); the smallest
  * gets at least a row, or a sliver (the medium model's kv_a_proj dW, 512 columns,
  * still gets column blocks: 32, 96, 160 and 224 of them). */
 #define COL_ALIGN 32
 #define SHARE_PARTS (SHARE_BLOCKS * (SHARE_BLOCKS + 1) / 2)
-static int share_blocks(int rows, int cols, size_t work, bool a_direct, bool b_direct,
+static int share_blocks(int rows, int cols, size_t work, bool a_cheap, bool b_cheap,
                         bool *by_cols) {
     *by_cols = false;
-    if (b_direct && rows >= SHARE_PARTS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
+    if (b_cheap && rows >= SHARE_PARTS && work / SHARE_BLOCKS >= SHARE_BLOCK_MIN)
         return SHARE_BLOCKS;
-    *by_cols = !b_direct && a_direct && cols >= SHARE_PARTS * COL_ALIGN &&
+    *by_cols = !b_cheap && a_cheap && cols >= SHARE_PARTS * COL_ALIGN &&
                work / SHARE_BLOCKS >= SHARE_COL_BLOCK_MIN;
     return *by_cols ? SHARE_BLOCKS : 1;
 }
@@ -246,10 +247,10 @@ static void affine_backward(tt_node *n) {
     j.nx = gx != NULL;
     j.nw = gw != NULL;
     if (pair) {
-        j.nx = share_blocks(M, K, work, tt_gemm_a_in_place(false, M, N, N),
-                            tt_gemm_b_in_place(false, N, K, K), &j.x_cols);
-        j.nw = share_blocks(N, K, work, tt_gemm_a_in_place(true, N, M, N),
-                            tt_gemm_b_in_place(false, M, K, K), &j.w_cols);
+        j.nx = share_blocks(M, K, work, tt_gemm_cols_split_cheap(false, M, N, N),
+                            tt_gemm_rows_split_cheap(false, N, K, K), &j.x_cols);
+        j.nw = share_blocks(N, K, work, tt_gemm_cols_split_cheap(true, N, M, N),
+                            tt_gemm_rows_split_cheap(false, M, K, K), &j.w_cols);
     }
     tt_share_set(&j.tasks, 0, j.nx + j.nw);
     tt_parallel_for(2, pair ? 2 : 1, grads_range, &j);
