@@ -1009,15 +1009,25 @@ typedef struct gemm_job {
 
 static void gemm_thread(const gemm_job *g, int t, int nt);
 
-/* Whether kernel kr reads A (op(A) M x K, row stride lda) in place: see gemm_packed. */
-static bool a_in_place(const gemm_kernel *kr, bool ta, int M, int K, size_t lda) {
-    return (ta || kr->ukernel_arows) && lda <= DIRECT_MAX_LD &&
+/* Whether A (op(A) M x K, row stride lda) could be read in place by kernel kr (transposed,
+ * or a kernel that streams A's rows), is at most one L2 and has rows at most max_ld
+ * floats apart; the same for B (K x N, row stride ldb; not transposed). */
+static bool a_close(const gemm_kernel *kr, bool ta, int M, int K, size_t lda, size_t max_ld) {
+    return (ta || kr->ukernel_arows) && lda <= max_ld &&
            (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
-/* Whether B (K x N, row stride ldb) is read in place: see gemm_packed. */
+static bool b_close(bool tb, int K, int N, size_t ldb, size_t max_ld) {
+    return !tb && ldb <= max_ld && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+}
+
+/* Whether kernel kr reads A, and B, in place: see gemm_packed. */
+static bool a_in_place(const gemm_kernel *kr, bool ta, int M, int K, size_t lda) {
+    return a_close(kr, ta, M, K, lda, DIRECT_MAX_LD);
+}
+
 static bool b_in_place(bool tb, int K, int N, size_t ldb) {
-    return !tb && ldb <= DIRECT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+    return b_close(tb, K, N, ldb, DIRECT_MAX_LD);
 }
 
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
@@ -1368,13 +1378,11 @@ static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias,
  * operands are read in place (DIRECT_MAX_LD) made the step 4.3% slower (median of 16
  * blocks): the experts' first-layer dW, B = x [~280, 512], would run as one task. */
 bool tt_gemm_cols_split_cheap(bool trans_a, int M, int K, int lda) {
-    const gemm_kernel *kr = &g_kernels[current_kernel()];
-    return (trans_a || kr->ukernel_arows) && lda <= SPLIT_MAX_LD &&
-           (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
+    return a_close(&g_kernels[current_kernel()], trans_a, M, K, (size_t)lda, SPLIT_MAX_LD);
 }
 
 bool tt_gemm_rows_split_cheap(bool trans_b, int K, int N, int ldb) {
-    return !trans_b && ldb <= SPLIT_MAX_LD && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
+    return b_close(trans_b, K, N, (size_t)ldb, SPLIT_MAX_LD);
 }
 
 int tt_gemm_threads(int M, int N, int K) {
