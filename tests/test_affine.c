@@ -282,8 +282,8 @@ static void check_shared_pair(int M, int K, int N) {
 }
 
 /* Products of 16 M multiply-adds whose other operands are cheap to give every block (W
- * [512, 128] for dx, x [256, 128] for dW: read in place) are cut into row blocks that the two threads claim from the
- * two ends of one list. */
+ * [512, 128] for dx, x [256, 128] for dW: read in place) are cut into row blocks that the
+ * two threads claim from the two ends of one list. */
 START_TEST(test_affine_shared_pair) {
     ck_assert(tt_gemm_rows_split_cheap(false, 512, 128, 128)); /* W, for dx */
     ck_assert(tt_gemm_rows_split_cheap(false, 256, 128, 128)); /* x, for dW */
@@ -293,7 +293,8 @@ END_TEST
 
 /* Rows 2048 floats long are packed (W [512, 2048] for dx, x [192, 2048] for dW), but Gp
  * [192, 512] is small and close-packed (as Gp^T for dW; as Gp for dx with the AVX-512
- * kernel, which can read A by rows): those products (201 M multiply-adds, blocks of 50 M) are cut into column blocks. */
+ * kernel, which can read A by rows): those products (201 M multiply-adds, blocks of 50 M)
+ * are cut into column blocks. */
 START_TEST(test_affine_shared_pair_columns) {
     ck_assert(!tt_gemm_rows_split_cheap(false, 512, 2048, 2048)); /* W, for dx */
     ck_assert(!tt_gemm_rows_split_cheap(false, 192, 2048, 2048)); /* x, for dW */
