@@ -1011,7 +1011,9 @@ static void gemm_thread(const gemm_job *g, int t, int nt);
 
 /* Whether A (op(A) M x K, row stride lda) could be read in place by kernel kr (transposed,
  * or a kernel that streams A's rows), is at most one L2 and has rows at most max_ld
- * floats apart; the same for B (K x N, row stride ldb; not transposed). */
+ * floats apart; the same for B (K x N, row stride ldb; not transposed). With max_ld =
+ * DIRECT_MAX_LD: tt_gemm reads it in place (gemm_packed); with SPLIT_MAX_LD: a Linear's
+ * backward may cut the product into blocks that each need it whole. */
 static bool a_close(const gemm_kernel *kr, bool ta, int M, int K, size_t lda, size_t max_ld) {
     return (ta || kr->ukernel_arows) && lda <= max_ld &&
            (size_t)M * K * sizeof(float) <= DIRECT_MAX_BYTES;
@@ -1019,15 +1021,6 @@ static bool a_close(const gemm_kernel *kr, bool ta, int M, int K, size_t lda, si
 
 static bool b_close(bool tb, int K, int N, size_t ldb, size_t max_ld) {
     return !tb && ldb <= max_ld && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
-}
-
-/* Whether kernel kr reads A, and B, in place: see gemm_packed. */
-static bool a_in_place(const gemm_kernel *kr, bool ta, int M, int K, size_t lda) {
-    return a_close(kr, ta, M, K, lda, DIRECT_MAX_LD);
-}
-
-static bool b_in_place(bool tb, int K, int N, size_t ldb) {
-    return b_close(tb, K, N, ldb, DIRECT_MAX_LD);
 }
 
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
@@ -1067,8 +1060,8 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * panels and slivers are still packed (their zero padding keeps the kernel from
      * reading past the matrix). The arithmetic is the same either way, so is every bit
      * of C. */
-    const bool direct_a = a_in_place(kr, ta, M, K, lda);
-    const bool direct_b = b_in_place(tb, K, N, ldb);
+    const bool direct_a = a_close(kr, ta, M, K, lda, DIRECT_MAX_LD);
+    const bool direct_b = b_close(tb, K, N, ldb, DIRECT_MAX_LD);
     spin_barrier bar = {0, 0};
     tt_share claims[2][CLAIM_MAX_THREADS]; /* (only the first nthreads of each are used) */
     /* the first claims: the slivers (gemm_thread_own), else the first panel's items */
