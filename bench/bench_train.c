@@ -19,8 +19,19 @@
  *   RESULT impl=tinytorch config=... threads=... ms=... tok_s=... gflops=... ...
  *   LOSSES impl=tinytorch config=... threads=... <loss of every step, %.9g = exact>
  *
+ * --alternate A,B measures what B threads buy over A in one process instead: after
+ * `warmup` steps on each count, the timed steps run in blocks of four on A, B, B, A
+ * threads (omp_set_num_threads before each step), and each block gives the ratio
+ * (B1 + B2) / (A1 + A2). Runs minutes apart can land in different spells of a shared
+ * host (its speed drifts by 10-35% here); steps interleaved like this see the same ones,
+ * and the ABBA order cancels a drift that is linear over a block. Stops once `budget`
+ * seconds have passed (at least 3 blocks) or after `steps` blocks. Output:
+ *   SCALING impl=tinytorch config=... threads=A,B blocks=... ratio=... (median of the
+ *           blocks' ratios) ratio_p25=... ratio_p75=... ms_a=... ms_b=... (medians)
+ *   LOSSES  impl=tinytorch config=... threads=A,B ...  (the same bits as on A threads)
+ *
  *   usage: bench_train CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]
- *                      [--budget SECONDS] [--peak GFLOPS]
+ *                      [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]
  *   CONFIG: toy | small | medium
  */
 #define _GNU_SOURCE
@@ -83,10 +94,110 @@ static double forward_flops(const bench_config *c) {
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]\n"
-            "          [--budget SECONDS] [--peak GFLOPS]\n"
+            "          [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]\n"
             "CONFIG: toy | small | medium\n",
             argv0);
     exit(2);
+}
+
+/* The model, its optimizer and the batch source of one run. */
+typedef struct bench_run {
+    const bench_config *bc;
+    tt_dsv3 *m;
+    tt_optim *opt;
+    tt_tensor *ids, *targets;
+    tt_rng data;
+} bench_run;
+
+/* One training step on the next batch; returns its wall time in seconds (the batch is
+ * generated outside the timed part) and stores the loss. */
+static double train_step(bench_run *r, float *loss) {
+    const int B = r->bc->batch, T = r->bc->seq;
+    /* a random sequence of T + 1 tokens per row: inputs [0, T), targets [1, T] */
+    for (int b = 0; b < B; b++) {
+        int32_t prev = (int32_t)tt_rng_below(&r->data, (uint32_t)r->bc->vocab);
+        for (int t = 0; t < T; t++) {
+            int32_t next = (int32_t)tt_rng_below(&r->data, (uint32_t)r->bc->vocab);
+            tt_ids(r->ids)[b * T + t] = prev;
+            tt_ids(r->targets)[b * T + t] = next;
+            prev = next;
+        }
+    }
+    double t0 = now_sec();
+    tt_optim_grad_to_none(r->opt); /* as torch's zero_grad(set_to_none=True) */
+    tt_dsv3_output out = tt_dsv3_forward(r->m, r->ids, r->targets);
+    tt_backward(out.loss);
+    tt_optim_step(r->opt);
+    *loss = tt_item(out.loss);
+    tt_tape_reset();
+    return now_sec() - t0;
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+/* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
+static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
+                         double budget) {
+    const bench_config *bc = r->bc;
+    const int total = 2 * warmup + 4 * max_blocks;
+    float *losses = calloc((size_t)total, sizeof *losses);
+    double *ratio = calloc((size_t)max_blocks, sizeof *ratio);
+    double *ms_a = calloc((size_t)2 * max_blocks, sizeof *ms_a);
+    double *ms_b = calloc((size_t)2 * max_blocks, sizeof *ms_b);
+    int done = 0, blocks = 0;
+    for (int w = 0; w < 2 * warmup; w++) {
+        set_threads(w < warmup ? ta : tb);
+        train_step(r, &losses[done++]);
+    }
+    double timed_sec = 0;
+    while (blocks < max_blocks && !(blocks >= 3 && timed_sec > budget)) {
+        const int order[4] = {ta, tb, tb, ta};
+        double t[4];
+        for (int i = 0; i < 4; i++) {
+            set_threads(order[i]);
+            t[i] = train_step(r, &losses[done++]);
+            timed_sec += t[i];
+        }
+        ratio[blocks] = (t[1] + t[2]) / (t[0] + t[3]);
+        ms_a[2 * blocks] = 1e3 * t[0], ms_a[2 * blocks + 1] = 1e3 * t[3];
+        ms_b[2 * blocks] = 1e3 * t[1], ms_b[2 * blocks + 1] = 1e3 * t[2];
+        blocks++;
+    }
+    bool finite = true;
+    for (int s = 0; s < done; s++) finite = finite && isfinite(losses[s]);
+    const double med_a = median_of(ms_a, 2 * blocks), med_b = median_of(ms_b, 2 * blocks);
+    const double rq = median_of(ratio, blocks); /* (sorts ratio: quartiles below) */
+    printf("tinytorch %s, steps alternating %d / %d threads (gemm kernel %s)\n", bc->name, ta,
+           tb, tt_gemm_kernel());
+    printf("  %d warm-up steps on each, then %d blocks of 4 (A B B A); ms/step median %.2f on"
+           " %d, %.2f on %d\n",
+           warmup, blocks, med_a, ta, med_b, tb);
+    printf("  a %d-thread step takes %.3f of a %d-thread one (median of the blocks; quartiles"
+           " %.3f-%.3f): %.2fx\n",
+           tb, rq, ta, ratio[blocks / 4], ratio[(3 * blocks) / 4], 1.0 / rq);
+    printf("SCALING impl=tinytorch config=%s threads=%d,%d blocks=%d ratio=%.4f ratio_p25=%.4f "
+           "ratio_p75=%.4f ms_a=%.4f ms_b=%.4f finite=%d\n",
+           bc->name, ta, tb, blocks, rq, ratio[blocks / 4], ratio[(3 * blocks) / 4], med_a,
+           med_b, finite ? 1 : 0);
+    printf("LOSSES impl=tinytorch config=%s threads=%d,%d", bc->name, ta, tb);
+    for (int s = 0; s < done; s++) printf(" %.9g", (double)losses[s]);
+    printf("\n");
+    free(losses);
+    free(ratio);
+    free(ms_a);
+    free(ms_b);
+    return finite ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -95,7 +206,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
         if (!strcmp(argv[1], configs[i].name)) bc = &configs[i];
     if (!bc) usage(argv[0]);
-    int threads = 1, steps = bc->steps, warmup = bc->warmup;
+    int threads = 1, steps = bc->steps, warmup = bc->warmup, alt_a = 0, alt_b = 0;
     double budget = 30.0, peak = 0.0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -105,6 +216,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup") && has) warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--budget") && has) budget = atof(argv[++i]);
         else if (!strcmp(a, "--peak") && has) peak = atof(argv[++i]);
+        else if (!strcmp(a, "--alternate") && has) {
+            if (sscanf(argv[++i], "%d,%d", &alt_a, &alt_b) != 2 || alt_a < 1 || alt_b < 1)
+                usage(argv[0]);
+        }
         else if (a[0] >= '0' && a[0] <= '9') threads = atoi(a);
         else usage(argv[0]);
     }
@@ -135,13 +250,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", tt_last_error());
         return 1;
     }
-    tt_optim *opt = tt_optim_sgd(&m->params, 0.1f, 0.0f, 0.0f, false);
-
     const int B = bc->batch, T = bc->seq;
-    tt_tensor *ids = tt_tensor_new(TT_I32, TT_SHAPE(B, T));
-    tt_tensor *targets = tt_tensor_new(TT_I32, TT_SHAPE(B, T));
-    tt_rng data;
-    tt_rng_seed(&data, 42);
+    bench_run run = {bc, m, tt_optim_sgd(&m->params, 0.1f, 0.0f, 0.0f, false),
+                     tt_tensor_new(TT_I32, TT_SHAPE(B, T)), tt_tensor_new(TT_I32, TT_SHAPE(B, T)),
+                     {0}};
+    tt_rng_seed(&run.data, 42);
+    if (alt_a > 0) {
+        int rc = run_alternate(&run, alt_a, alt_b, warmup > 0 ? warmup : 1, steps, budget);
+        tt_free(run.ids);
+        tt_free(run.targets);
+        tt_optim_free(run.opt);
+        tt_dsv3_free(m);
+        return rc;
+    }
 
     const int total = warmup + steps;
     double *ms = calloc((size_t)total, sizeof *ms);
@@ -149,24 +270,7 @@ int main(int argc, char **argv) {
     int done = 0, timed = 0;
     double timed_sec = 0;
     for (int s = 0; s < total; s++) {
-        /* a random sequence of T + 1 tokens per row: inputs [0, T), targets [1, T] */
-        for (int b = 0; b < B; b++) {
-            int32_t prev = (int32_t)tt_rng_below(&data, (uint32_t)bc->vocab);
-            for (int t = 0; t < T; t++) {
-                int32_t next = (int32_t)tt_rng_below(&data, (uint32_t)bc->vocab);
-                tt_ids(ids)[b * T + t] = prev;
-                tt_ids(targets)[b * T + t] = next;
-                prev = next;
-            }
-        }
-        double t0 = now_sec();
-        tt_optim_grad_to_none(opt); /* as torch's zero_grad(set_to_none=True) */
-        tt_dsv3_output out = tt_dsv3_forward(m, ids, targets);
-        tt_backward(out.loss);
-        tt_optim_step(opt);
-        losses[s] = tt_item(out.loss);
-        tt_tape_reset();
-        double dt = now_sec() - t0;
+        double dt = train_step(&run, &losses[s]);
         ms[s] = 1e3 * dt;
         done = s + 1;
         if (s >= warmup) {
@@ -178,8 +282,7 @@ int main(int argc, char **argv) {
 
     double *sorted = malloc((size_t)timed * sizeof *sorted);
     memcpy(sorted, ms + warmup, (size_t)timed * sizeof *sorted);
-    qsort(sorted, (size_t)timed, sizeof *sorted, cmp_double);
-    double med = timed % 2 ? sorted[timed / 2] : 0.5 * (sorted[timed / 2 - 1] + sorted[timed / 2]);
+    double med = median_of(sorted, timed); /* (sorts) */
     double best = sorted[0], worst = sorted[timed - 1];
 
     struct rusage ru;
@@ -226,9 +329,9 @@ int main(int argc, char **argv) {
     free(sorted);
     free(ms);
     free(losses);
-    tt_free(ids);
-    tt_free(targets);
-    tt_optim_free(opt);
+    tt_free(run.ids);
+    tt_free(run.targets);
+    tt_optim_free(run.opt);
     tt_dsv3_free(m);
     return finite ? 0 : 1;
 }

@@ -76,7 +76,7 @@ run() {
     out=$("$@" 2>&1)
     rc=$?
     printf '%s\n' "$out" | grep -v '^LOSSES '
-    printf '%s\n' "$out" | grep -E '^(RESULT|LOSSES|PEAK) ' >> "$RES"
+    printf '%s\n' "$out" | grep -E '^(RESULT|LOSSES|PEAK|SCALING) ' >> "$RES"
     if [ $rc -ne 0 ]; then
         echo "bench: $label FAILED (exit $rc)"
         status=1
@@ -149,6 +149,17 @@ for c in $CONFIGS; do
     done
 done
 
+# What the second thread buys, measured in one process: steps alternating between 1 and
+# 2 threads in ABBA blocks (bench_train --alternate), so that both see the same spells of
+# a host whose speed drifts; runs minutes apart (the table) may not.
+case " $THREADS " in *" 1 "*) case " $THREADS " in *" 2 "*)
+    for c in $CONFIGS; do
+        echo "== $c, steps alternating 1 / 2 threads: tinytorch"
+        run "bench_train $c --alternate 1,2" env -u OMP_WAIT_POLICY "$B/bench_train" "$c" \
+            --alternate 1,2 --budget "$BUDGET"
+    done ;;
+esac ;; esac
+
 # ---- summary ------------------------------------------------------------------------
 # Per (implementation, configuration, threads): the median over the runs of each run's
 # median step time; the ratio is the median of the runs' own ratios (run r of ours against
@@ -188,6 +199,12 @@ function median(v, n,    i, j, x) {
     if ((k in losses) && first_diff(losses[k], s)) rerun_differs[k] = 1
     losses[k] = s
 }
+/^SCALING / {
+    sc[field($0, "config")] = sprintf("a 2-thread step takes %.3f of a 1-thread one (quartiles %.3f-%.3f, %d blocks): %.2fx; %.2f / %.2f ms",
+        field($0, "ratio"), field($0, "ratio_p25"), field($0, "ratio_p75"), field($0, "blocks"),
+        1 / field($0, "ratio"), field($0, "ms_a"), field($0, "ms_b"))
+    if (field($0, "finite") != 1) nonfin["tinytorch" SUBSEP field($0, "config") SUBSEP "1"] = 1
+}
 function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
 END {
     nc = split(configs, C, " "); nt = split(threads, T, " ")
@@ -220,6 +237,11 @@ END {
             fmt(go, "%.1f"), fmt(po, "%.1f"), fmt(gp, "%.1f"),
             fmt((o in rss) ? rss[o] : "", "%.0f MB"), fmt((p in rss) ? rss[p] : "", "%.0f MB")
     }
+    nsc = 0
+    for (i = 1; i <= nc; i++) if (C[i] in sc) {
+        if (!nsc++) { print ""; print "second thread, in one process (steps alternating 1 / 2 threads, ABBA blocks):" }
+        printf "  %-7s %s\n", C[i], sc[C[i]]
+    }
     print ""
     print "correctness guard (tinytorch): every loss finite; every run of a configuration and"
     print "thread count gives the same losses; 1-thread vs 2-thread losses of the same steps"
@@ -243,6 +265,12 @@ END {
             else line = line sprintf(" DIFFER from step %d (%s vs %s)", first, la[first], lb[first])
         } else {
             line = line sprintf(" final loss %s", (a1 in loss) ? loss[a1] : loss[b1])
+        }
+        alt = "tinytorch" SUBSEP C[i] SUBSEP "1,2"
+        if ((a1 in losses) && (alt in losses)) {
+            first = first_diff(losses[a1], losses[alt])
+            line = line (first ? sprintf("; alternating 1 / 2 threads DIFFERS from step %d", first) : \
+                sprintf("; alternating 1 / 2 threads: the same over %d steps", common))
         }
         print line
     }
