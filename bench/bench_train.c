@@ -146,6 +146,20 @@ static void set_threads(int n) {
 #endif
 }
 
+static bool all_finite(const float *losses, int n) {
+    for (int s = 0; s < n; s++)
+        if (!isfinite(losses[s])) return false;
+    return true;
+}
+
+/* The LOSSES line; threads is "1", "2" or "1,2". %.9g round-trips a float exactly: equal
+ * strings <=> equal bits (for finite values). */
+static void print_losses(const char *config, const char *threads, const float *losses, int n) {
+    printf("LOSSES impl=tinytorch config=%s threads=%s", config, threads);
+    for (int s = 0; s < n; s++) printf(" %.9g", (double)losses[s]);
+    printf("\n");
+}
+
 /* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
 static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
                          double budget) {
@@ -174,8 +188,7 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
         ms_b[2 * blocks] = 1e3 * t[1], ms_b[2 * blocks + 1] = 1e3 * t[2];
         blocks++;
     }
-    bool finite = true;
-    for (int s = 0; s < done; s++) finite = finite && isfinite(losses[s]);
+    const bool finite = all_finite(losses, done);
     const double med_a = median_of(ms_a, 2 * blocks), med_b = median_of(ms_b, 2 * blocks);
     const double rq = median_of(ratio, blocks); /* (sorts ratio: quartiles below) */
     printf("tinytorch %s, steps alternating %d / %d threads (gemm kernel %s)\n", bc->name, ta,
@@ -190,9 +203,9 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
            "ratio_p75=%.4f ms_a=%.4f ms_b=%.4f finite=%d\n",
            bc->name, ta, tb, blocks, rq, ratio[blocks / 4], ratio[(3 * blocks) / 4], med_a,
            med_b, finite ? 1 : 0);
-    printf("LOSSES impl=tinytorch config=%s threads=%d,%d", bc->name, ta, tb);
-    for (int s = 0; s < done; s++) printf(" %.9g", (double)losses[s]);
-    printf("\n");
+    char label[32];
+    snprintf(label, sizeof label, "%d,%d", ta, tb);
+    print_losses(bc->name, label, losses, done);
     free(losses);
     free(ratio);
     free(ms_a);
@@ -295,8 +308,7 @@ int main(int argc, char **argv) {
     const double gflops = step_flops / (med * 1e-3) * 1e-9;
     const size_t n_params = tt_dsv3_n_params(m), n_active = tt_dsv3_n_active_params(m);
     float last = losses[done - 1];
-    bool finite = true;
-    for (int s = 0; s < done; s++) finite = finite && isfinite(losses[s]);
+    const bool finite = all_finite(losses, done);
 
     printf("tinytorch %s, %d thread%s (gemm kernel %s)\n", bc->name, threads,
            threads == 1 ? "" : "s", tt_gemm_kernel());
@@ -321,10 +333,9 @@ int main(int argc, char **argv) {
            "finite=%d\n",
            bc->name, threads, warmup, timed, med, best, tokens / (med * 1e-3), step_flops * 1e-9,
            gflops, peak > 0 ? 100 * gflops / peak : 0.0, rss_mb, (double)last, finite ? 1 : 0);
-    printf("LOSSES impl=tinytorch config=%s threads=%d", bc->name, threads);
-    /* %.9g round-trips a float exactly: equal strings <=> equal bits (for finite values) */
-    for (int s = 0; s < done; s++) printf(" %.9g", (double)losses[s]);
-    printf("\n");
+    char label[16];
+    snprintf(label, sizeof label, "%d", threads);
+    print_losses(bc->name, label, losses, done);
 
     free(sorted);
     free(ms);

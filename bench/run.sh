@@ -203,7 +203,6 @@ function median(v, n,    i, j, x) {
     sc[field($0, "config")] = sprintf("a 2-thread step takes %.3f of a 1-thread one (quartiles %.3f-%.3f, %d blocks): %.2fx; %.2f / %.2f ms",
         field($0, "ratio"), field($0, "ratio_p25"), field($0, "ratio_p75"), field($0, "blocks"),
         1 / field($0, "ratio"), field($0, "ms_a"), field($0, "ms_b"))
-    if (field($0, "finite") != 1) nonfin["tinytorch" SUBSEP field($0, "config") SUBSEP "1"] = 1
 }
 function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
 END {
