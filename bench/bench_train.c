@@ -19,6 +19,16 @@
  *   RESULT impl=tinytorch config=... threads=... ms=... tok_s=... gflops=... ...
  *   LOSSES impl=tinytorch config=... threads=... <loss of every step, %.9g = exact>
  *
+ * The peak alongside the steps: this host's speed drifts by 10-35% within a minute, so a
+ * peak measured once before the runs (peak.c, --peak) may belong to a faster or slower
+ * spell than the steps. So the FMA loop of peak.c also runs briefly on the same threads
+ * (a probe: the best of PROBE_REPS runs of ~PROBE_SEC) before the first timed step and
+ * after every WINDOW_SEC of timed steps, outside the timed part (it touches no memory).
+ * peak_adj is the median of the probes, pct_adj the median step's FLOP rate over it: two
+ * medians over the same spell. (A probe is short next to a medium step: a window's rate
+ * over the probes on either side of it swings with every disturbed probe, the median of
+ * all probes much less.)
+ *
  * --alternate A,B measures what B threads buy over A in one process instead: after
  * `warmup` steps on each count, the timed steps run in blocks of four on A, B, B, A
  * threads (omp_set_num_threads before each step), and each block gives the ratio
@@ -35,6 +45,7 @@
  *   CONFIG: toy | small | medium
  */
 #define _GNU_SOURCE
+#include "fma.h"
 #include "tinytorch.h"
 #include "kernels/gemm.h"
 #include "nn/deepseek.h"
@@ -64,10 +75,26 @@ static const bench_config configs[] = {
     {"medium", 256, 512, 6, 8, 16, 2, 128, 256, 8, 1, 5},
 };
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+static double now_sec(void) { return fma_now_sec(); }
+
+/* The peak probes between windows of timed steps (see the header comment). */
+#define WINDOW_SEC 0.25
+#define PROBE_SEC 0.005
+#define PROBE_REPS 3
+
+typedef struct peak_probe {
+    fma_isa isa;
+    long iters; /* one run of ~PROBE_SEC on one thread */
+    int threads;
+} peak_probe;
+
+static double probe_peak(const peak_probe *p) {
+    double best = 0;
+    for (int i = 0; i < PROBE_REPS; i++) {
+        double g = fma_gflops(p->isa, p->threads, p->iters);
+        if (g > best) best = g;
+    }
+    return best;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -280,18 +307,29 @@ int main(int argc, char **argv) {
     const int total = warmup + steps;
     double *ms = calloc((size_t)total, sizeof *ms);
     float *losses = calloc((size_t)total, sizeof *losses);
-    int done = 0, timed = 0;
-    double timed_sec = 0;
+    double *probes = calloc((size_t)steps + 1, sizeof *probes);
+    const double fwd = forward_flops(bc), step_flops = 3.0 * fwd;
+    peak_probe probe = {fma_detect_isa(), 0, threads};
+    probe.iters = fma_calibrate(probe.isa, PROBE_SEC, 1000);
+    int done = 0, timed = 0, n_probes = 0;
+    double timed_sec = 0, window_sec = 0;
     for (int s = 0; s < total; s++) {
+        if (s == warmup) probes[n_probes++] = probe_peak(&probe);
         double dt = train_step(&run, &losses[s]);
         ms[s] = 1e3 * dt;
         done = s + 1;
-        if (s >= warmup) {
-            timed++;
-            timed_sec += dt;
-            if (timed >= 3 && timed_sec > budget) break;
+        if (s < warmup) continue;
+        timed++;
+        timed_sec += dt;
+        const bool last = s + 1 == total || (timed >= 3 && timed_sec > budget);
+        window_sec += dt;
+        if (window_sec >= WINDOW_SEC || last) {
+            probes[n_probes++] = probe_peak(&probe);
+            window_sec = 0;
         }
+        if (last) break;
     }
+    const double peak_adj = median_of(probes, n_probes); /* (sorts: [0], [n - 1] the range) */
 
     double *sorted = malloc((size_t)timed * sizeof *sorted);
     memcpy(sorted, ms + warmup, (size_t)timed * sizeof *sorted);
@@ -304,8 +342,7 @@ int main(int argc, char **argv) {
     tt_mem_stats mem = tt_mem_get_stats();
 
     const double tokens = (double)B * T;
-    const double fwd = forward_flops(bc), step_flops = 3.0 * fwd;
-    const double gflops = step_flops / (med * 1e-3) * 1e-9;
+    const double gflops = step_flops / (med * 1e-3) * 1e-9, pct_adj = 100 * gflops / peak_adj;
     const size_t n_params = tt_dsv3_n_params(m), n_active = tt_dsv3_n_active_params(m);
     float last = losses[done - 1];
     const bool finite = all_finite(losses, done);
@@ -324,15 +361,20 @@ int main(int argc, char **argv) {
            step_flops * 1e-9, 6.0 * (double)n_active * tokens * 1e-9, gflops);
     if (peak > 0) printf(" = %.1f%% of the measured %.1f GFLOP/s peak", 100 * gflops / peak, peak);
     printf("\n");
+    printf("  peak alongside the steps (%s FMA loop, %d thread%s): median %.1f GFLOP/s of %d"
+           " probes (%.1f-%.1f); the median step's rate is %.1f%% of it\n",
+           fma_isa_name[probe.isa], threads, threads == 1 ? "" : "s", peak_adj, n_probes,
+           probes[0], probes[n_probes - 1], pct_adj);
     printf("  peak RSS %.1f MB (arena peak %.1f MB, persistent %.1f MB)\n", rss_mb,
            (double)mem.arena_peak / 1048576.0, (double)mem.persistent / 1048576.0);
     printf("  loss: first %.6f, last %.6f (%s)\n", (double)losses[0], (double)last,
            finite ? "finite" : "NOT FINITE");
     printf("RESULT impl=tinytorch config=%s threads=%d warmup=%d steps=%d ms=%.4f ms_min=%.4f "
-           "tok_s=%.1f gflop_step=%.4f gflops=%.2f pct_peak=%.2f rss_mb=%.1f loss=%.6f "
-           "finite=%d\n",
+           "tok_s=%.1f gflop_step=%.4f gflops=%.2f pct_peak=%.2f peak_adj=%.1f pct_adj=%.2f "
+           "rss_mb=%.1f loss=%.6f finite=%d\n",
            bc->name, threads, warmup, timed, med, best, tokens / (med * 1e-3), step_flops * 1e-9,
-           gflops, peak > 0 ? 100 * gflops / peak : 0.0, rss_mb, (double)last, finite ? 1 : 0);
+           gflops, peak > 0 ? 100 * gflops / peak : 0.0, peak_adj, pct_adj, rss_mb, (double)last,
+           finite ? 1 : 0);
     char label[16];
     snprintf(label, sizeof label, "%d", threads);
     print_losses(bc->name, label, losses, done);
@@ -340,6 +382,7 @@ int main(int argc, char **argv) {
     free(sorted);
     free(ms);
     free(losses);
+    free(probes);
     tt_free(run.ids);
     tt_free(run.targets);
     tt_optim_free(run.opt);

@@ -187,6 +187,7 @@ function median(v, n,    i, j, x) {
     k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
     r = ++nrun[k]
     ms[k, r] = field($0, "ms"); gf[k, r] = field($0, "gflops"); pct[k, r] = field($0, "pct_peak")
+    padj[k, r] = field($0, "pct_adj")
     tk[k, r] = field($0, "tok_s")
     m = field($0, "rss_mb") + 0; if (!(k in rss) || m > rss[k]) rss[k] = m
     if (field($0, "finite") != 1) nonfin[k] = 1
@@ -208,15 +209,17 @@ function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
 END {
     nc = split(configs, C, " "); nt = split(threads, T, " ")
     printf "== summary (peak %s GFLOP/s on 1 thread, %s on 2; ratio = torch ms / ours ms, > 1: ours faster;\n", peak1, peak2
-    printf "   medians over the runs of each, ratio range over the runs in brackets)\n"
-    printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %8s %9s %9s\n", "config", "thr", "runs", "ours ms", "torch ms", "ratio (range)", "tok/s", "GFLOP/s", "%peak", "torchGF", "RSS ours", "RSS torch"
+    printf "   medians over the runs of each, ratio range over the runs in brackets; %%peak: of the\n"
+    printf "   peak above, %%adj: of the peak probed alongside the steps, see bench/README.md)\n"
+    printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %5s %8s %9s %9s\n", "config", "thr", "runs", "ours ms", "torch ms", "ratio (range)", "tok/s", "GFLOP/s", "%peak", "%adj", "torchGF", "RSS ours", "RSS torch"
     for (i = 1; i <= nc; i++) for (j = 1; j <= nt; j++) {
         o = "tinytorch" SUBSEP C[i] SUBSEP T[j]; p = "torch" SUBSEP C[i] SUBSEP T[j]
         if (!(o in nrun) && !(p in nrun)) continue
-        mo = mp = go = po = gp = to = ""; ratio = "-"
+        mo = mp = go = po = pj = gp = to = ""; ratio = "-"
         if (o in nrun) {
-            for (r = 1; r <= nrun[o]; r++) { a[r] = ms[o, r]; b[r] = gf[o, r]; c[r] = pct[o, r]; d[r] = tk[o, r] }
+            for (r = 1; r <= nrun[o]; r++) { a[r] = ms[o, r]; b[r] = gf[o, r]; c[r] = pct[o, r]; d[r] = tk[o, r]; e[r] = padj[o, r] }
             mo = median(a, nrun[o]); go = median(b, nrun[o]); po = median(c, nrun[o]); to = median(d, nrun[o])
+            pj = median(e, nrun[o])
         }
         if (p in nrun) {
             for (r = 1; r <= nrun[p]; r++) { a[r] = ms[p, r]; b[r] = gf[p, r] }
@@ -230,10 +233,10 @@ END {
             }
             ratio = n > 1 ? sprintf("%.2f (%.2f-%.2f)", median(q, n), lo, hi) : sprintf("%.2f", q[1])
         }
-        printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %8s %9s %9s\n", C[i], T[j],
+        printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %5s %8s %9s %9s\n", C[i], T[j],
             (o in nrun) ? nrun[o] : nrun[p], fmt(mo, "%.2f"), fmt(mp, "%.2f"), ratio,
             fmt(to, "%.0f"),
-            fmt(go, "%.1f"), fmt(po, "%.1f"), fmt(gp, "%.1f"),
+            fmt(go, "%.1f"), fmt(po, "%.1f"), fmt(pj, "%.1f"), fmt(gp, "%.1f"),
             fmt((o in rss) ? rss[o] : "", "%.0f MB"), fmt((p in rss) ? rss[p] : "", "%.0f MB")
     }
     nsc = 0
