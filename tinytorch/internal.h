@@ -45,8 +45,12 @@ static inline size_t tt_rows(const tt_tensor *t) {
  * elementwise loops, never on reductions, so results do not depend on the choice. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The same for loops of fused multiply-adds (vfma_acc in kernels/vmath.h): "avx2" alone
+ * does not include FMA, x86-64-v3 (AVX2 + FMA + BMI, every AVX2 CPU since 2013) does. */
+#define TT_CLONES_FMA __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 #else
 #define TT_CLONES
+#define TT_CLONES_FMA
 #endif
 #ifdef _OPENMP
 #define VEC _Pragma("omp simd")

@@ -56,6 +56,18 @@ static ALWAYS_INLINE void vexp(v16 *px) {
     *px = (v16)((v16i)y & ~under);
 }
 
+/* *c = a * s + *c on 16 lanes, each rounded once (a fused multiply-add): the same bits
+ * on every target, as IEEE fma is exactly specified. In a function compiled for AVX-512
+ * or x86-64-v3 (TT_CLONES_FMA) the loop becomes one vfmadd; elsewhere each lane is an
+ * fmaf, which is the hardware instruction where there is one and exact software where
+ * there is not (slow, but only on CPUs without FMA). */
+static ALWAYS_INLINE void vfma_acc(v16 *c, const v16 *a, float s) {
+    v16 r;
+#pragma GCC unroll 16
+    for (int i = 0; i < VL; i++) r[i] = __builtin_fmaf((*a)[i], s, (*c)[i]);
+    *c = r;
+}
+
 /* Lanes 0-7 / 8-15 of x widened to double. */
 #define VLO_D(x) __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d)
 #define VHI_D(x) \
