@@ -21,9 +21,10 @@
  *
  * The peak alongside the steps: this host's speed drifts by 10-35% within a minute, so a
  * peak measured once before the runs (peak.c, --peak) may belong to a faster or slower
- * spell than the steps. So the FMA loop of peak.c also runs briefly on the same threads
- * (a probe: the best of PROBE_REPS runs of ~PROBE_SEC) before the first timed step and
- * after every WINDOW_SEC of timed steps, outside the timed part (it touches no memory).
+ * spell than the steps. So the FMA loop (fma.h, as in peak.c) also runs briefly on the
+ * same threads (a probe: the best of PROBE_REPS runs of ~PROBE_SEC) before the first
+ * timed step and after every WINDOW_SEC of timed steps, outside the timed part (it
+ * touches no memory).
  * peak_adj is the median of the probes, pct_adj the median step's FLOP rate over it: two
  * medians over the same spell. (A probe is short next to a medium step: a window's rate
  * over the probes on either side of it swings with every disturbed probe, the median of
