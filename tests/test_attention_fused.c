@@ -1,7 +1,10 @@
 /* test_attention_fused.c - the fused attention op: values against the unfused
  * composition and by hand, the three layouts, gradients (both the tt_gemm path, head
- * sizes not a multiple of 16, and the vector path), thread-count independence, errors. */
+ * sizes not a multiple of 16, and the vector path), thread-count independence, errors,
+ * and the single rounding of the vector path's multiply-add. */
 #include "tt_test.h"
+
+#include "kernels/vmath.h"
 
 #include <math.h>
 
@@ -305,6 +308,27 @@ START_TEST(test_attention_errors) {
 }
 END_TEST
 
+/* vfma_acc, the attention's multiply-add, rounds once per lane (the result the AVX-512
+ * and x86-64-v3 builds of the attention get from vfmadd): here, in a function built for
+ * the baseline, it is the per-lane fmaf path. With a = s = 1 + 2^-12 and c = -(1 + 2^-11)
+ * the exact a s + c is 2^-24, which a rounded product (1 + 2^-11 after a tie to even)
+ * loses: an unfused multiply and add gives 0. */
+START_TEST(test_vfma_acc_single_rounding) {
+    const float e = ldexpf(1.0f, -12);
+    v16 a, c, want;
+    for (int i = 0; i < VL; i++) {
+        a[i] = (1.0f + e) * (float)(i + 1);
+        c[i] = -(1.0f + 2.0f * e) * (float)(i + 1);
+        want[i] = fmaf(a[i], 1.0f + e, c[i]);
+    }
+    volatile float prod = a[0] * (1.0f + e);
+    ck_assert_float_eq(prod + c[0], 0.0f);          /* unfused: the 2^-24 is lost */
+    ck_assert_float_eq(want[0], ldexpf(1.0f, -24)); /* fused: kept               */
+    vfma_acc(&c, &a, 1.0f + e);
+    for (int i = 0; i < VL; i++) ck_assert_float_eq(c[i], want[i]);
+}
+END_TEST
+
 static Suite *attention_fused_suite(void) {
     Suite *s = suite_create("attention_fused");
     TCase *tc = tcase_create("attention_fused");
@@ -317,6 +341,7 @@ static Suite *attention_fused_suite(void) {
     tcase_add_test(tc, test_attention_no_grad_same_values);
     tcase_add_test(tc, test_attention_threads_bit_identical);
     tcase_add_test(tc, test_attention_errors);
+    tcase_add_test(tc, test_vfma_acc_single_rounding);
     suite_add_tcase(s, tc);
     return s;
 }
