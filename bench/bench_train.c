@@ -76,8 +76,6 @@ static const bench_config configs[] = {
     {"medium", 256, 512, 6, 8, 16, 2, 128, 256, 8, 1, 5},
 };
 
-static double now_sec(void) { return fma_now_sec(); }
-
 /* The peak probes between windows of timed steps (see the header comment). */
 #define WINDOW_SEC 0.25
 #define PROBE_SEC 0.005
@@ -151,14 +149,21 @@ static double train_step(bench_run *r, float *loss) {
             prev = next;
         }
     }
-    double t0 = now_sec();
+    double t0 = fma_now_sec();
     tt_optim_grad_to_none(r->opt); /* as torch's zero_grad(set_to_none=True) */
     tt_dsv3_output out = tt_dsv3_forward(r->m, r->ids, r->targets);
     tt_backward(out.loss);
     tt_optim_step(r->opt);
     *loss = tt_item(out.loss);
     tt_tape_reset();
-    return now_sec() - t0;
+    return fma_now_sec() - t0;
+}
+
+static void bench_run_free(bench_run *r) {
+    tt_free(r->ids);
+    tt_free(r->targets);
+    tt_optim_free(r->opt);
+    tt_dsv3_free(r->m);
 }
 
 static double median_of(double *v, int n) {
@@ -298,10 +303,7 @@ int main(int argc, char **argv) {
     tt_rng_seed(&run.data, 42);
     if (alt_a > 0) {
         int rc = run_alternate(&run, alt_a, alt_b, warmup > 0 ? warmup : 1, steps, budget);
-        tt_free(run.ids);
-        tt_free(run.targets);
-        tt_optim_free(run.opt);
-        tt_dsv3_free(m);
+        bench_run_free(&run);
         return rc;
     }
 
@@ -384,9 +386,6 @@ int main(int argc, char **argv) {
     free(ms);
     free(losses);
     free(probes);
-    tt_free(run.ids);
-    tt_free(run.targets);
-    tt_optim_free(run.opt);
-    tt_dsv3_free(m);
+    bench_run_free(&run);
     return finite ? 0 : 1;
 }

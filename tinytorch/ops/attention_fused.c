@@ -317,31 +317,39 @@ static size_t p_size_v(const att_geom *g) {
 
 /* Scratch floats a thread needs on the vector path: Q_blk^T (forward) or G_blk^T and
  * the block's dP^T / dA^T (backward), then K [S, D] and V [S, Dv] of one (b, h) side by
- * side (kv_copy). */
+ * side (kv_rows_of). */
 static size_t scratch_v(const att_geom *g) {
     int C = g->D > g->Dv ? g->D : g->Dv;
     return ((size_t)C + (size_t)g->S) * RB + (size_t)g->S * (size_t)(g->D + g->Dv);
 }
 
-/* Kc [S, D] = K and Vc [S, Dv] = V of one (b, h), rows next to each other. Every query
- * block reads all the keys it sees, and in the kv tensor one head's rows are a whole
- * row of it apart (4 KB in the medium model: they fall into the same few L1 sets and
- * evict each other); copied once per (b, h), they are read from L1 / L2 instead. A
- * medium attention layer's forward + backward: 0.94 of the time (in-process ABBA). */
-static ALWAYS_INLINE void kv_copy(const att_geom *g, const float *K, const float *V, float *Kc,
-                                  float *Vc) {
+/* K and V of one (b, h) as the blocks read them: row j of K at K + j ldk, of V at
+ * V + j ldv. */
+typedef struct kv_rows {
+    const float *K, *V;
+    size_t ldk, ldv;
+} kv_rows;
+
+/* The rows of K and V of one (b, h), copied side by side into the thread's scratch
+ * (K [S, D], then V [S, Dv]) when `copy`, else where they are in the tensors. Every query
+ * block reads all the keys it sees, and in the kv tensor one head's rows are a whole row
+ * of it apart (4 KB in the medium model: they fall into the same few L1 sets and evict
+ * each other); copied once per (b, h), they are read from L1 / L2 instead: a medium
+ * attention layer's forward + backward took 0.94 of the time (in-process ABBA). The
+ * callers copy only when there are several query blocks: one block (a decoding step)
+ * reads each key once, and the copy would only add to its memory traffic. */
+static ALWAYS_INLINE kv_rows kv_rows_of(const att_geom *g, const float *K, const float *V,
+                                        float *scratch, bool copy) {
+    if (!copy) return (kv_rows){K, V, g->k.ld, g->v.ld};
+    const int C = g->D > g->Dv ? g->D : g->Dv;
+    float *Kc = scratch + ((size_t)C + (size_t)g->S) * RB, *Vc = Kc + (size_t)g->S * g->D;
     for (int j = 0; j < g->S; j++) {
         for (int c = 0; c < g->D; c += VL)
             VSTORE(Kc + (size_t)j * g->D + c, VLOAD(K + (size_t)j * g->k.ld + c));
         for (int c = 0; c < g->Dv; c += VL)
             VSTORE(Vc + (size_t)j * g->Dv + c, VLOAD(V + (size_t)j * g->v.ld + c));
     }
-}
-
-/* Where kv_copy puts K and V in a thread's scratch. */
-static inline float *kv_scratch(const att_geom *g, float *scratch) {
-    int C = g->D > g->Dv ? g->D : g->Dv;
-    return scratch + ((size_t)C + (size_t)g->S) * RB;
+    return (kv_rows){Kc, Vc, (size_t)g->D, (size_t)g->Dv};
 }
 
 /* Softmax down the lanes of P^T [n, RB] (the block's scores, before scaling): lane i
@@ -418,19 +426,20 @@ TT_CLONES_FMA static void forward_bh_v(const att_geom *g, const float *q, const 
                                    float *scratch) {
     const float *Q = q + at(&g->q, b, h);
     float *O = o + at(&g->o, b, h);
-    float *Qt = scratch, *K = kv_scratch(g, scratch), *V = K + (size_t)g->S * g->D;
-    kv_copy(g, k + at(&g->k, b, h), v + at(&g->v, b, h), K, V);
+    float *Qt = scratch;
+    const kv_rows kv = kv_rows_of(g, k + at(&g->k, b, h), v + at(&g->v, b, h), scratch,
+                                  g->T > RB);
     size_t poff = 0;
     for (int i0 = 0; i0 < g->T; i0 += RB) {
         int i1 = i0 + RB < g->T ? i0 + RB : g->T, rows = i1 - i0, n = visible(g, i1 - 1);
         float *Pb = P + (keep_p ? poff : 0);
         /* Pb = P^T [n, RB]: the scores K Q_blk^T, then their softmax down the lanes */
         pack_block_t(Q + (size_t)i0 * g->q.ld, g->q.ld, rows, g->D, Qt);
-        scores_t(g, i0, n, K, (size_t)g->D, g->D, Qt, Pb);
+        scores_t(g, i0, n, kv.K, kv.ldk, g->D, Qt, Pb);
         softmax_t(g, Pb, i0, rows, n);
         /* O_blk = P V[0:n] */
-        query_rows_gemm(g, i0, rows, Pb, V, (size_t)g->Dv, g->Dv / VL,
-                        O + (size_t)i0 * g->o.ld, g->o.ld, false);
+        query_rows_gemm(g, i0, rows, Pb, kv.V, kv.ldv, g->Dv / VL, O + (size_t)i0 * g->o.ld,
+                        g->o.ld, false);
         poff += (size_t)n * RB;
     }
 }
@@ -444,8 +453,8 @@ TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const
     const float *Q = q + qo, *O = o + oo, *G = go + oo;
     const size_t ldq = g->q.ld, ldk = g->k.ld, ldv = g->v.ld, ldo = g->o.ld;
     float *Gt = scratch, *W = scratch + (size_t)(g->D > g->Dv ? g->D : g->Dv) * RB;
-    float *K = kv_scratch(g, scratch), *V = K + (size_t)g->S * g->D;
-    kv_copy(g, k + ko, v + vo, K, V);
+    /* (K and V are read for dP, dQ and dK only) */
+    const kv_rows kv = kv_rows_of(g, k + ko, v + vo, scratch, g->T > RB && (gq || gk));
     const float *Pb = P + (size_t)(b * g->H + h) * g->psz;
     for (int i0 = 0; i0 < g->T; i0 += RB) {
         int i1 = i0 + RB < g->T ? i0 + RB : g->T, rows = i1 - i0, n = visible(g, i1 - 1);
@@ -453,7 +462,7 @@ TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const
         if (gq || gk) {
             /* W = dP^T = V[0:n] G_blk^T */
             pack_block_t(Gb, ldo, rows, g->Dv, Gt);
-            scores_t(g, i0, n, V, (size_t)g->Dv, g->Dv, Gt, W);
+            scores_t(g, i0, n, kv.V, kv.ldv, g->Dv, Gt, W);
             /* delta_i = G_i . O_i (= sum_j P_ij dP_ij), lanes past the rows 0 */
             float delta[RB] = {0};
             for (int r = 0; r < rows; r++) {
@@ -472,7 +481,7 @@ TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const
             }
             /* dQ_blk += dA K[0:n];  dK[0:n] += dA^T Q_blk */
             if (gq)
-                query_rows_gemm(g, i0, rows, W, K, (size_t)g->D, g->D / VL,
+                query_rows_gemm(g, i0, rows, W, kv.K, kv.ldk, g->D / VL,
                                 gq + qo + (size_t)i0 * ldq, ldq, true);
             if (gk)
                 key_rows_gemm(g, i0, rows, n, W, Q + (size_t)i0 * ldq, ldq, g->D / VL, gk + ko,
