@@ -21,6 +21,9 @@
  * rather than from L2 as in a loop over the same product. The packing, which reads
  * every operand element once, weighs more then.
  *
+ * Timing: OpenBLAS and tt_gemm batches alternate (see time_pair), so that their ratio
+ * compares the two in the same spells of a noisy host; GFLOP/s are each one's best batch.
+ *
  * Output: one table row per case.
  *   usage: bench_gemm [--quick] [--cold] [--threads N] [--min-time SECONDS]
  */
@@ -108,27 +111,69 @@ typedef struct operands {
     float **A, **B, **C;
 } operands;
 
-/* Seconds per call: calls are batched until a batch lasts >= min_time / 3; the best
- * of three batches (after one warm-up call) is reported. Call r uses copy r mod n. */
-static double time_it(gemm_fn fn, const gemm_case *c, const operands *o, double min_time) {
+/* Calls per batch so that a batch of fn lasts about `batch` seconds (after one warm-up
+ * call). Call r uses operand copy r mod n. */
+static long calibrate(gemm_fn fn, const gemm_case *c, const operands *o, double batch) {
     fn(c, o->A[0], o->B[0], o->C[0]);
     long reps = 1;
     for (;;) {
         double t0 = now_sec();
         for (long r = 0; r < reps; r++) fn(c, o->A[r % o->n], o->B[r % o->n], o->C[r % o->n]);
         double dt = now_sec() - t0;
-        if (dt >= min_time / 3 || reps > (1L << 24)) break;
-        double grow = dt > 1e-6 ? 1.3 * (min_time / 3) / dt : 16.0;
+        if (dt >= batch || reps > (1L << 24)) return reps;
+        double grow = dt > 1e-6 ? 1.3 * batch / dt : 16.0;
         reps = (long)((double)reps * (grow > 16 ? 16 : (grow < 2 ? 2 : grow)));
     }
-    double best = 1e30;
-    for (int b = 0; b < 3; b++) {
-        double t0 = now_sec();
-        for (long r = 0; r < reps; r++) fn(c, o->A[r % o->n], o->B[r % o->n], o->C[r % o->n]);
-        double dt = (now_sec() - t0) / (double)reps;
-        if (dt < best) best = dt;
+}
+
+/* Seconds per call of one batch of reps calls. */
+static double batch_time(gemm_fn fn, const gemm_case *c, const operands *o, long reps) {
+    double t0 = now_sec();
+    for (long r = 0; r < reps; r++) fn(c, o->A[r % o->n], o->B[r % o->n], o->C[r % o->n]);
+    return (now_sec() - t0) / (double)reps;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The timing of one case, for one function (x) or two (x against y). This host's speed
+ * swings by tens of per cent within seconds, so y is not timed after x but interleaved
+ * with it: BLOCKS blocks of four batches in the order x y y x, each block giving the
+ * ratio (x1 + x2) / (y1 + y2) of its batch times; `ratio` is the median of those, and
+ * the seconds per call are each function's best batch. Both sample the same spells. */
+enum { BLOCKS = 4 };
+typedef struct timing {
+    double sec_x, sec_y; /* best batch, seconds per call */
+    double ratio;        /* median block ratio time(x) / time(y); 0 without y */
+} timing;
+
+static timing time_pair(gemm_fn x, gemm_fn y, const gemm_case *c, const operands *o,
+                        double min_time) {
+    const double batch = min_time / (2 * BLOCKS); /* min_time per function in all */
+    const long rx = calibrate(x, c, o, batch), ry = y ? calibrate(y, c, o, batch) : 0;
+    timing t = {1e30, 1e30, 0};
+    double ratios[BLOCKS];
+    for (int b = 0; b < BLOCKS; b++) {
+        double tx = 0, ty = 0;
+        for (int k = 0; k < 4; k++) {
+            const bool is_x = k == 0 || k == 3;
+            if (!is_x && !y) continue;
+            double s = batch_time(is_x ? x : y, c, o, is_x ? rx : ry);
+            if (is_x) {
+                tx += s;
+                if (s < t.sec_x) t.sec_x = s;
+            } else {
+                ty += s;
+                if (s < t.sec_y) t.sec_y = s;
+            }
+        }
+        ratios[b] = y ? tx / ty : 0;
     }
-    return best;
+    qsort(ratios, BLOCKS, sizeof ratios[0], cmp_double);
+    t.ratio = 0.5 * (ratios[(BLOCKS - 1) / 2] + ratios[BLOCKS / 2]);
+    return t;
 }
 
 static double rel_err(const float *x, const float *ref, size_t n) {
@@ -252,24 +297,28 @@ int main(int argc, char **argv) {
         double flops = 2.0 * c->M * c->N * c->K;
 
         run_tt(c, A, B, C);
-        double err = -1, g_blas = 0;
+        double err = -1, g_blas = 0, g_tt, speed = 0;
 #ifdef HAVE_CBLAS
         run_blas(c, A, B, R);
         err = rel_err(C, R, nc);
-        g_blas = flops / time_it(run_blas, c, &o, min_time) * 1e-9;
+        /* ratio = time(blas) / time(tt): > 1, tt_gemm faster */
+        timing tm = time_pair(run_blas, run_tt, c, &o, min_time);
+        g_blas = flops / tm.sec_x * 1e-9;
+        g_tt = flops / tm.sec_y * 1e-9;
+        speed = tm.ratio;
 #else
         if (flops <= 2.0 * 256 * 256 * 256) {
             run_ref(c, A, B, R);
             err = rel_err(C, R, nc);
         }
+        g_tt = flops / time_pair(run_tt, NULL, c, &o, min_time).sec_x * 1e-9;
 #endif
-        double g_tt = flops / time_it(run_tt, c, &o, min_time) * 1e-9;
         bool bad = err > 1e-4 || err != err;
         failures += bad;
         char errs[16] = "-", ratio[16] = "-", blas[16] = "-";
         if (err >= 0) snprintf(errs, sizeof errs, "%.1e%s", err, bad ? "!" : "");
         if (g_blas > 0) {
-            snprintf(ratio, sizeof ratio, "%.2f", g_tt / g_blas);
+            snprintf(ratio, sizeof ratio, "%.2f", speed);
             snprintf(blas, sizeof blas, "%.1f", g_blas);
         }
         printf("%-18s %-3s %5d %5d %5d %10.1f %10s %7s %9s\n", c->name, lay, c->M, c->N, c->K,
