@@ -22,7 +22,7 @@
  * every operand element once, weighs more then.
  *
  * Timing: OpenBLAS and tt_gemm batches alternate (see time_pair), so that their ratio
- * compares the two in the same spells of a noisy host; GFLOP/s are each one's best batch.
+ * compares the two in the same spells of a noisy host; GFLOP/s are each one's median batch.
  *
  * Output: one table row per case.
  *   usage: bench_gemm [--quick] [--cold] [--threads N] [--min-time SECONDS]
@@ -142,37 +142,37 @@ static int cmp_double(const void *a, const void *b) {
  * swings by tens of per cent within seconds, so y is not timed after x but interleaved
  * with it: BLOCKS blocks of four batches in the order x y y x, each block giving the
  * ratio (x1 + x2) / (y1 + y2) of its batch times; `ratio` is the median of those, and
- * the seconds per call are each function's best batch. Both sample the same spells. */
+ * each function's seconds per call the median of its 2 BLOCKS batches. Both sample the
+ * same spells. */
 enum { BLOCKS = 4 };
 typedef struct timing {
-    double sec_x, sec_y; /* best batch, seconds per call */
+    double sec_x, sec_y; /* median batch, seconds per call */
     double ratio;        /* median block ratio time(x) / time(y); 0 without y */
 } timing;
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return 0.5 * (v[(n - 1) / 2] + v[n / 2]);
+}
 
 static timing time_pair(gemm_fn x, gemm_fn y, const gemm_case *c, const operands *o,
                         double min_time) {
     const double batch = min_time / (2 * BLOCKS); /* min_time per function in all */
     const long rx = calibrate(x, c, o, batch), ry = y ? calibrate(y, c, o, batch) : 0;
-    timing t = {1e30, 1e30, 0};
-    double ratios[BLOCKS];
+    double sx[2 * BLOCKS], sy[2 * BLOCKS], ratios[BLOCKS];
+    int nx = 0, ny = 0;
     for (int b = 0; b < BLOCKS; b++) {
         double tx = 0, ty = 0;
         for (int k = 0; k < 4; k++) {
             const bool is_x = k == 0 || k == 3;
-            if (!is_x && !y) continue;
-            double s = batch_time(is_x ? x : y, c, o, is_x ? rx : ry);
-            if (is_x) {
-                tx += s;
-                if (s < t.sec_x) t.sec_x = s;
-            } else {
-                ty += s;
-                if (s < t.sec_y) t.sec_y = s;
-            }
+            if (is_x)
+                tx += sx[nx++] = batch_time(x, c, o, rx);
+            else if (y)
+                ty += sy[ny++] = batch_time(y, c, o, ry);
         }
         ratios[b] = y ? tx / ty : 0;
     }
-    qsort(ratios, BLOCKS, sizeof ratios[0], cmp_double);
-    t.ratio = 0.5 * (ratios[(BLOCKS - 1) / 2] + ratios[BLOCKS / 2]);
+    timing t = {median(sx, nx), y ? median(sy, ny) : 0, median(ratios, BLOCKS)};
     return t;
 }
 
