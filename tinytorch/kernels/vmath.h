@@ -62,7 +62,7 @@ static ALWAYS_INLINE void vexp(v16 *px) {
  * fmaf, which is the hardware instruction where there is one and exact software where
  * there is not (slow, but only on CPUs without FMA). */
 static ALWAYS_INLINE void vfma_acc(v16 *c, const v16 *a, float s) {
-    v16 r;
+    v16 r = *c; /* (every lane is overwritten; the copy keeps -O1 from warning) */
 #pragma GCC unroll 16
     for (int i = 0; i < VL; i++) r[i] = __builtin_fmaf((*a)[i], s, (*c)[i]);
     *c = r;
