@@ -41,8 +41,12 @@
  *           blocks' ratios) ratio_p25=... ratio_p75=... ms_a=... ms_b=... (medians)
  *   LOSSES  impl=tinytorch config=... threads=A,B ...  (the same bits as on A threads)
  *
+ * --profile ROWS prints tinytorch's op profile (profile.h) of the timed steps: the ROWS
+ * costliest (op, caller file:line) pairs with their forward and backward time.
+ *
  *   usage: bench_train CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]
  *                      [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]
+ *                      [--profile ROWS]
  *   CONFIG: toy | small | medium
  */
 #define _GNU_SOURCE
@@ -121,6 +125,7 @@ static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]\n"
             "          [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]\n"
+            "          [--profile ROWS]\n"
             "CONFIG: toy | small | medium\n",
             argv0);
     exit(2);
@@ -253,6 +258,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[1], configs[i].name)) bc = &configs[i];
     if (!bc) usage(argv[0]);
     int threads = 1, steps = bc->steps, warmup = bc->warmup, alt_a = 0, alt_b = 0;
+    int profile_rows = 0;
     double budget = 30.0, peak = 0.0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -262,6 +268,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup") && has) warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--budget") && has) budget = atof(argv[++i]);
         else if (!strcmp(a, "--peak") && has) peak = atof(argv[++i]);
+        else if (!strcmp(a, "--profile") && has) {
+            profile_rows = atoi(argv[++i]);
+            if (profile_rows < 1) usage(argv[0]);
+        }
         else if (!strcmp(a, "--alternate") && has) {
             if (sscanf(argv[++i], "%d,%d", &alt_a, &alt_b) != 2 || alt_a < 1 || alt_b < 1)
                 usage(argv[0]);
@@ -318,7 +328,9 @@ int main(int argc, char **argv) {
     double timed_sec = 0, window_sec = 0;
     for (int s = 0; s < total; s++) {
         if (s == warmup) probes[n_probes++] = probe_peak(&probe);
+        if (s == warmup && profile_rows > 0) tt_profile_start();
         double dt = train_step(&run, &losses[s]);
+        if (profile_rows > 0) tt_profile_stop(); /* (the probes below are not profiled) */
         ms[s] = 1e3 * dt;
         done = s + 1;
         if (s < warmup) continue;
@@ -331,6 +343,7 @@ int main(int argc, char **argv) {
             window_sec = 0;
         }
         if (last) break;
+        if (profile_rows > 0) tt_profile_start();
     }
     const double peak_adj = median_of(probes, n_probes); /* (sorts: [0], [n - 1] the range) */
 
@@ -372,6 +385,11 @@ int main(int argc, char **argv) {
            (double)mem.arena_peak / 1048576.0, (double)mem.persistent / 1048576.0);
     printf("  loss: first %.6f, last %.6f (%s)\n", (double)losses[0], (double)last,
            finite ? "finite" : "NOT FINITE");
+    if (profile_rows > 0) {
+        printf("  op profile of the %d timed steps (%d costliest rows):\n", timed, profile_rows);
+        tt_profile_print(stdout, profile_rows);
+        tt_profile_reset();
+    }
     printf("RESULT impl=tinytorch config=%s threads=%d warmup=%d steps=%d ms=%.4f ms_min=%.4f "
            "tok_s=%.1f gflop_step=%.4f gflops=%.2f pct_peak=%.2f peak_adj=%.1f pct_adj=%.2f "
            "rss_mb=%.1f loss=%.6f finite=%d\n",

@@ -195,6 +195,7 @@ tt_node *tt_tape_node(int index) {
 void tt_tape_reset(void) {
     g_tape_len = 0;
     arena_reset();
+    if (tt_prof_on) tt_prof_restart(); /* the next forward's first op starts here */
 }
 
 tt_mark tt_mark_get(void) {
@@ -322,6 +323,7 @@ static void anomaly_backward(const tt_node *n, tt_src src) {
 tt_node *tt_record(const char *op, tt_backward_fn backward, tt_tensor *out, int n_in,
                    tt_tensor *const *in, tt_src src) {
     if (g_anomaly) anomaly_forward(op, out, n_in, in, src);
+    if (tt_prof_on) tt_prof_forward(op, src, n_in, in);
     if (!tt_needs_grad(n_in, in)) return NULL;
     if (g_tape_len == g_tape_cap) {
         g_tape_cap = g_tape_cap ? 2 * g_tape_cap : 1024;
@@ -427,13 +429,17 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
             tt_error_at(src, "anomaly", "the gradient seeding backward of %s holds %s at element %zu",
                         tt_d(out), value_name(g[k]), k);
     }
+    const bool prof = tt_prof_on;
+    if (prof) tt_prof_backward_begin();
     for (int i = last; i >= 0; i--) {
         tt_node *n = g_tape[i];
         if (!n->out->grad) continue; /* not on a path to `out` */
+        const double t0 = prof ? tt_prof_now() : 0.0;
         if (g_mutate_op && strcmp(g_mutate_op, n->op) == 0)
             run_mutated(n);
         else
             n->backward(n);
+        if (prof) tt_prof_backward(n, tt_prof_now() - t0);
         if (g_anomaly) anomaly_backward(n, src);
         /* n->out's gradient has been propagated to n's inputs: done with it, unless the
          * caller asked to keep it (the root, tt_retain_grad, tt_set_retain_grads) */
@@ -441,6 +447,7 @@ static void backward_from(tt_tensor *out, const float *seed, tt_src src) {
         if (t->grad && releases_grad(t)) release_grad(t); /* (NULL: passed through) */
     }
     g_root = NULL;
+    if (prof) tt_prof_restart();
 }
 
 void tt_backward_(tt_tensor *loss, tt_src src) {

@@ -160,4 +160,15 @@ void tt_copy_into(float *dst, const float *src, size_t n);
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);
 
+/* The op profiler's hooks (profile.c, called by autograd.c while tt_prof_on):
+ * tt_prof_forward when an op records its output (tt_record), tt_prof_backward_begin /
+ * tt_prof_backward around a backward sweep's calls, tt_prof_restart at the end of a
+ * sweep and at tt_tape_reset (the forward clock starts again). */
+extern bool tt_prof_on;
+double tt_prof_now(void);
+void tt_prof_forward(const char *op, tt_src src, int n_in, tt_tensor *const *in);
+void tt_prof_backward_begin(void);
+void tt_prof_backward(const tt_node *n, double sec);
+void tt_prof_restart(void);
+
 #endif

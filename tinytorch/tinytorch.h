@@ -4,6 +4,7 @@
  *   autograd.h   the tape, backward, no-grad scopes, the step arena, writing ops
  *   ops.h        every differentiable op
  *   gradcheck.h  finite-difference gradient checking
+ *   profile.h    where the time goes, op by op
  *   rng.h        the portable seeded random number generator
  *   error.h      error handler and status codes
  *   kernels/gemm.h   the matrix-multiply kernel under tt_matmul
@@ -19,6 +20,7 @@
 #include "gradcheck.h"
 #include "ops.h"
 #include "ops_attention.h"
+#include "profile.h"
 #include "rng.h"
 #include "tensor.h"
 #include "kernels/gemm.h"
