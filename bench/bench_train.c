@@ -42,7 +42,7 @@
  *   LOSSES  impl=tinytorch config=... threads=A,B ...  (the same bits as on A threads)
  *
  * --profile ROWS prints tinytorch's op profile (profile.h) of the timed steps: the ROWS
- * costliest (op, caller file:line) pairs with their forward and backward time.
+ * costliest rows (op, caller file:line, module) with their forward and backward time.
  *
  *   usage: bench_train CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]
  *                      [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]

@@ -84,6 +84,19 @@ START_TEST(test_default_card_and_smoke_run) {
 }
 END_TEST
 
+START_TEST(test_profile_table) {
+    /* --profile 6: the table of the training steps' ops, costliest first */
+    int rc = run(out, sizeof out, "train_toy " SMALL " --steps 4 --profile 6");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, out);
+    const char *want[] = {"op profile of the training steps", "op profile: ", "ms in ops",
+                          "fwd calls", "bwd calls", "layers.*.moe.experts.*.fc1",
+                          "tinytorch/nn/layers.c:", "more rows)"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        ck_assert_msg(strstr(out, want[i]), "output lacks \"%s\":\n%s", want[i], out);
+    ck_assert_int_eq(run(out, sizeof out, "train_toy --profile -1"), 2);
+}
+END_TEST
+
 START_TEST(test_bad_flags_exit_2) {
     const char *bad[] = {"--steps abc", "--steps 0", "--lr -1", "--lr nan", "--optim adam",
                          "--bogus", "--heads 5", "--topk 9", "--steps", "extra"};
@@ -398,6 +411,7 @@ static Suite *examples_suite(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_default_card_and_smoke_run);
     tcase_add_test(tc, test_bad_flags_exit_2);
+    tcase_add_test(tc, test_profile_table);
     tcase_add_test(tc, test_resume_is_bit_identical);
     tcase_add_test(tc, test_corrupted_checkpoints_are_rejected);
     tcase_add_test(tc, test_training_on_a_text_file);

@@ -51,8 +51,9 @@ void tt_profile_reset(void);  /* forget every entry and the wall time (frees the
 bool tt_profile_active(void); /* between tt_profile_start and tt_profile_stop */
 
 int tt_profile_count(void);                 /* number of (op, file:line, module) entries */
-const tt_profile_entry *tt_profile_entry_at(int i); /* in the order first seen; NULL if
-                                                     * i is out of range               */
+/* Entry i, in the order first seen; NULL if i is out of range. The pointer is valid until
+ * the next op is timed (the table may grow) or tt_profile_reset. */
+const tt_profile_entry *tt_profile_entry_at(int i);
 double tt_profile_wall_sec(void); /* wall time the profiler has been running, seconds */
 
 /* A table of the entries, costliest (forward + backward) first: at most max_rows rows

@@ -62,6 +62,7 @@
 /* ---- options --------------------------------------------------------------------------- */
 typedef struct options {
     int steps, batch, seq, stop_at, warmup, eval_every, print_every, threads, save_every;
+    int profile; /* rows of the op profile printed at the end (0: no profile) */
     bool detect_anomaly, mem_stats;
     int optim; /* 0 sgd, 1 adamw */
     float lr, momentum, weight_decay, clip, aux_alpha;
@@ -773,6 +774,7 @@ int main(int argc, char **argv) {
         FLAG_STRING("resume", &o.resume, "FILE", "continue from a checkpoint"),
         FLAG_BOOL("detect-anomaly", &o.detect_anomaly, "stop at the first op that makes a NaN/Inf, and name it"),
         FLAG_BOOL("mem-stats", &o.mem_stats, "add resident memory and open files to the progress lines"),
+        FLAG_INT("profile", &o.profile, 0, 1000, "ROWS", "time every op of the training steps; print the ROWS costliest at the end"),
         FLAG_STRING("log", &o.log, "FILE.csv", "per-step log: step,loss,ce,aux,lr,heldout,..."),
         FLAG_STRING("plot", &o.plot, "FILE.svg", "loss curves and expert load as an SVG picture"),
     };
@@ -950,8 +952,10 @@ int main(int argc, char **argv) {
         fill_batch(&r, CORPUS_TRAIN, s);
         if (o.detect_anomaly) tt_anomaly_set_step(s + 1); /* 1-based, as the progress line */
         progress_line pl = {.step = s + 1, .total = o.steps, .lr = r.opt->lr};
+        if (o.profile > 0) tt_profile_start(); /* the step only: not the batch, not eval */
         train_step(&r, &pl);
         tt_tape_reset();
+        if (o.profile > 0) tt_profile_stop();
         r.step = s + 1;
         if (!isfinite(pl.loss)) {
             fflush(stdout);
@@ -1005,6 +1009,11 @@ int main(int argc, char **argv) {
         printf("final held-out loss %.4f nats/token (%.3f bits/byte): bigram model %.4f, unigram %.4f\n",
                ev.ce, ev.ce / log(2.0), r.data.bigram, r.data.unigram);
     print_load_table(&r, &ev);
+    if (o.profile > 0) {
+        printf("op profile of the training steps (profile.h; the %d costliest rows):\n", o.profile);
+        tt_profile_print(stdout, o.profile);
+        tt_profile_reset();
+    }
     if (o.plot) write_plot(&r, &ev);
     int status = 0;
     if (o.save) status = save(&r, false);
