@@ -22,7 +22,8 @@
  *     between steps are counted to no op; tt_profile_print shows them as the wall time
  *     outside ops.
  * Ops run in a no-grad scope (nothing recorded) are timed too. The cost is two clock
- * reads and a hash lookup per op (~50 ns), nothing when the profiler is off.
+ * reads, the module name and a hash lookup per op and per backward: ~150 ns (about 1% of
+ * the toy model's 2.5 ms step, less for larger models), one branch when it is off.
  *
  * The profiler keeps one table for the process and expects the ops to be called from one
  * thread, as the tape does.
