@@ -328,9 +328,10 @@ int main(int argc, char **argv) {
     double timed_sec = 0, window_sec = 0;
     for (int s = 0; s < total; s++) {
         if (s == warmup) probes[n_probes++] = probe_peak(&probe);
-        if (s == warmup && profile_rows > 0) tt_profile_start();
+        /* the timed steps only: not the warm-up, not the probes */
+        if (profile_rows > 0 && s >= warmup) tt_profile_start();
         double dt = train_step(&run, &losses[s]);
-        if (profile_rows > 0) tt_profile_stop(); /* (the probes below are not profiled) */
+        tt_profile_stop();
         ms[s] = 1e3 * dt;
         done = s + 1;
         if (s < warmup) continue;
@@ -343,7 +344,6 @@ int main(int argc, char **argv) {
             window_sec = 0;
         }
         if (last) break;
-        if (profile_rows > 0) tt_profile_start();
     }
     const double peak_adj = median_of(probes, n_probes); /* (sorts: [0], [n - 1] the range) */
 

@@ -315,12 +315,18 @@ static size_t p_size_v(const att_geom *g) {
     return n;
 }
 
-/* Scratch floats a thread needs on the vector path: Q_blk^T (forward) or G_blk^T and
- * the block's dP^T / dA^T (backward), then K [S, D] and V [S, Dv] of one (b, h) side by
- * side (kv_rows_of). */
+/* A thread's scratch on the vector path, in this order: Q_blk^T (forward) or G_blk^T
+ * [max(D, Dv), RB]; the block's dP^T / dA^T [S, RB] (backward); K [S, D] and V [S, Dv] of
+ * one (b, h) side by side (kv_rows_of). Where the second and third parts start, and the
+ * floats of the whole: */
+static inline size_t scratch_w_at(const att_geom *g) {
+    return (size_t)(g->D > g->Dv ? g->D : g->Dv) * RB;
+}
+static inline size_t scratch_kv_at(const att_geom *g) {
+    return scratch_w_at(g) + (size_t)g->S * RB;
+}
 static size_t scratch_v(const att_geom *g) {
-    int C = g->D > g->Dv ? g->D : g->Dv;
-    return ((size_t)C + (size_t)g->S) * RB + (size_t)g->S * (size_t)(g->D + g->Dv);
+    return scratch_kv_at(g) + (size_t)g->S * (size_t)(g->D + g->Dv);
 }
 
 /* K and V of one (b, h) as the blocks read them: row j of K at K + j ldk, of V at
@@ -341,8 +347,7 @@ typedef struct kv_rows {
 static ALWAYS_INLINE kv_rows kv_rows_of(const att_geom *g, const float *K, const float *V,
                                         float *scratch, bool copy) {
     if (!copy) return (kv_rows){K, V, g->k.ld, g->v.ld};
-    const int C = g->D > g->Dv ? g->D : g->Dv;
-    float *Kc = scratch + ((size_t)C + (size_t)g->S) * RB, *Vc = Kc + (size_t)g->S * g->D;
+    float *Kc = scratch + scratch_kv_at(g), *Vc = Kc + (size_t)g->S * g->D;
     for (int j = 0; j < g->S; j++) {
         for (int c = 0; c < g->D; c += VL)
             VSTORE(Kc + (size_t)j * g->D + c, VLOAD(K + (size_t)j * g->k.ld + c));
@@ -452,7 +457,7 @@ TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const
                  oo = at(&g->o, b, h);
     const float *Q = q + qo, *O = o + oo, *G = go + oo;
     const size_t ldq = g->q.ld, ldk = g->k.ld, ldv = g->v.ld, ldo = g->o.ld;
-    float *Gt = scratch, *W = scratch + (size_t)(g->D > g->Dv ? g->D : g->Dv) * RB;
+    float *Gt = scratch, *W = scratch + scratch_w_at(g);
     /* (K and V are read for dP, dQ and dK only) */
     const kv_rows kv = kv_rows_of(g, k + ko, v + vo, scratch, g->T > RB && (gq || gk));
     const float *Pb = P + (size_t)(b * g->H + h) * g->psz;
