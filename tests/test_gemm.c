@@ -108,6 +108,9 @@ static const int big_shapes[][3] = {
     {1100, 40, 50},  /* three row blocks                  */
     {20, 4200, 30},  /* two column panels                 */
     {40, 36, 1000},  /* three k slices: beta, then 1      */
+    {30, 40, 513},   /* two slices, the second short       */
+    {130, 512, 341}, /* a wide C: one deep slice (kc 256), shorter row blocks: two */
+    {40, 512, 500},  /* a wide C: one deep slice (AVX-512)  */
 };
 
 static void check_all(const char *kernel) {
@@ -452,6 +455,51 @@ static void check_bias_epilogue(const char *kernel) {
 START_TEST(test_gemm_bias_epilogue_same_bits) { for_each_kernel(check_bias_epilogue); }
 END_TEST
 
+/* Where the k slices are cut, seen in the bits: with a[0] b[0] = 2^24 and then ones for
+ * k >= kc, one FMA chain over all of K stays at 2^24 (2^24 + 1 rounds back to even), while
+ * a second slice sums its ones apart and adds them to C: 2^24 + (K - kc), rounded. For a
+ * C of rows at least 512 floats apart, a K of up to kc + kc / 3 must be one slice
+ * (slice_depth in gemm.c) and one more must not; for a narrower C, K = kc + 2 is two
+ * slices already. kc of each kernel as in gemm.c's kernel table. */
+static void check_slices(const char *kernel, int M, int N, int ldc, int K, bool one_slice) {
+    float *A = calloc((size_t)M * K, sizeof(float)), *B = calloc((size_t)K * N, sizeof(float));
+    float *C = malloc(sizeof(float) * M * ldc);
+    const int kc = !strcmp(kernel, "avx512") ? 384 : 256;
+    for (int i = 0; i < M; i++) {
+        A[(size_t)i * K] = 4096.0f;
+        for (int k = kc; k < K; k++) A[(size_t)i * K + k] = 1.0f;
+    }
+    for (int j = 0; j < N; j++) {
+        B[j] = 4096.0f;
+        for (int k = kc; k < K; k++) B[(size_t)k * N + j] = 1.0f;
+    }
+    tt_gemm(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, ldc);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float c = C[(size_t)i * ldc + j];
+            if (one_slice)
+                ck_assert_msg(c == 16777216.0f, "%s: %dx%dx%d (ldc %d) should be one k slice: "
+                              "C[%d][%d] = %.1f", kernel, M, N, K, ldc, i, j, (double)c);
+            else
+                ck_assert_msg(c > 16777216.0f, "%s: %dx%dx%d (ldc %d) should be two k slices: "
+                              "C[%d][%d] = %.1f", kernel, M, N, K, ldc, i, j, (double)c);
+        }
+    free(A), free(B), free(C);
+}
+
+static void check_slice_depth(const char *kernel) {
+    const int kc = !strcmp(kernel, "avx512") ? 384 : 256, deep = kc + kc / 3;
+    check_slices(kernel, 20, 40, 512, deep, true); /* 40 columns of a wide C */
+    check_slices(kernel, 20, 40, 512, deep + 1, false);
+    check_slices(kernel, 20, 40, 511, deep, false);
+    check_slices(kernel, 20, 512, 512, kc + 2, true);
+    check_slices(kernel, 20, 256, 256, kc + 2, false);
+    check_slices(kernel, 600, 512, 512, deep, true); /* two row blocks of the shorter mc */
+}
+
+START_TEST(test_gemm_slice_depth) { ck_assert_int_ge(for_each_kernel(check_slice_depth), 1); }
+END_TEST
+
 START_TEST(test_gemm_env_selects_kernel) {
     /* TT_GEMM is read when the kernel is (re)chosen; unknown names fall back to auto */
     setenv("TT_GEMM", "generic", 1);
@@ -492,6 +540,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_narrow_tile_same_bits);
     tcase_add_test(tc, test_gemm_direct_operands_same_bits);
     tcase_add_test(tc, test_gemm_bias_epilogue_same_bits);
+    tcase_add_test(tc, test_gemm_slice_depth);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);
     tcase_add_test(tc, test_gemm_claimed_work_same_bits);

@@ -58,6 +58,7 @@
 #endif
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
 /* Where part p of n items cut into `parts` near-equal contiguous parts starts (part
  * p + 1's start is where part p ends): how rows, slivers and work items are shared. */
 static inline int part(long long p, int n, int parts) { return (int)(p * n / parts); }
@@ -1009,7 +1010,7 @@ static bool share_slivers(int m_units, int n_slivers, int nt) {
 typedef struct gemm_job {
     const gemm_kernel *kr;
     bool ta, tb, direct_a, direct_b;
-    int M, N, K, NC;
+    int M, N, K, KC, NC; /* KC: the depth of its k slices (slice_depth)                    */
     float alpha, beta;
     const float *A, *B;
     float *C;
@@ -1040,10 +1041,37 @@ static bool b_close(bool tb, int K, int N, size_t ldb, size_t max_ld) {
     return !tb && ldb <= max_ld && (size_t)K * N * sizeof(float) <= DIRECT_MAX_BYTES;
 }
 
+/* The depth of a product's k slices: the kernel's kc, except that a K exceeding kc by at
+ * most a third is one slice of K when C is wide. Cut at kc, such a K ends in a short
+ * slice (K = 512 at kc = 384: 384 + 128) that re-reads and re-writes all of C for a
+ * quarter of the work, from L3 or memory when C is large (an expert's first layer: 256 x
+ * 2048 floats, 2 MB); one deeper slice writes C once, with a B sliver a third larger (64
+ * KB, streamed from L2 by the micro-kernel's prefetch). Measured on the Xeon of the
+ * thirteenth session (in-process ABBA, 1 thread, 16 experts' operands rotated): the
+ * medium experts' first-layer forward (256 x 2048 x 512) 0.92-0.95 of the time, their
+ * second layer's dx (256 x 2048 x 512, NN) 0.95-0.98, the products of K = 2048
+ * (unchanged: the control) 0.996-0.999; per op in the model, the attention projections'
+ * forward (2048 x 512 x 512) 0.88.
+ * "Large" would be the right test, but the sums must not depend on how a product is cut:
+ * a Linear's backward computes its products in row or column blocks on two threads
+ * (ops/affine.c), each its own call, and every block must sum exactly as the whole
+ * product does. Of C's dimensions only its row stride ldc is the same in every block, so
+ * the test is ldc >= WIDE_C_LD: C's rows at least 2 KB apart, which holds for every product
+ * above of the medium model and for none of the toy's. The row block shrinks in proportion
+ * (mc_for), so the packed A block keeps its size in L2. */
+#define WIDE_C_LD 512
+static int slice_depth(const gemm_kernel *kr, int K, size_t ldc) {
+    return ldc >= WIDE_C_LD && K > kr->kc && K <= kr->kc + kr->kc / 3 ? K : kr->kc;
+}
+static int mc_for(const gemm_kernel *kr, int KC) {
+    if (KC <= kr->kc) return kr->mc;
+    return imax(kr->mr, (int)((long long)kr->mc * kr->kc / KC) / kr->mr * kr->mr);
+}
+
 static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K, float alpha,
                         const float *A, size_t lda, const float *B, size_t ldb, float beta,
                         float *C, size_t ldc, const float *bias, bool relu, int nthreads) {
-    const int MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int MR = kr->mr, NR = kr->nr, KC = slice_depth(kr, K, ldc);
     const int NC = imin(kr->nc, ceil_div(N, NR) * NR);
 
     /* Row blocks: M is cut into MR-row units, grouped into nbm blocks of about mc rows;
@@ -1051,7 +1079,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
      * If there are fewer blocks than threads, column slivers are split as well (the A
      * block is then packed by each thread that needs it). */
     int m_units = ceil_div(M, MR);
-    int nbm = ceil_div(m_units, kr->mc / MR);
+    int nbm = ceil_div(m_units, mc_for(kr, KC) / MR);
     int nbn = 1;
     if (nthreads > 1 && nbm == 1 && share_slivers(m_units, ceil_div(N, NR), nthreads)) {
         nbn = nthreads; /* one row block; the threads take column slivers */
@@ -1084,7 +1112,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
     /* the first claims: the slivers (gemm_thread_own), else the first panel's items */
     const bool own = nbm == 1;
     claim_reset_all(claims[0], own ? ceil_div(N, NR) : nbm * nbn, nthreads);
-    const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, NC, alpha, beta, A, B, C,
+    const gemm_job job = {kr, ta, tb, direct_a, direct_b, M, N, K, KC, NC, alpha, beta, A, B, C,
                           bias, relu, (size_t)M * N * sizeof(float) > PF_C_MIN_BYTES, lda,
                           ldb, ldc, m_units, nbm, nbn, block_rows, nthreads,
                           own ? NULL : pack_buf_get(&tls_pack.b, (size_t)KC * NC), &bar, claims};
@@ -1156,7 +1184,7 @@ static inline void prefetch_rows(const b_src *src, size_t ld_bytes, int r0, int 
 static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, int kc,
                              float *sbuf, const float *ap0, size_t aq, b_src nx) {
     const gemm_kernel *kr = g->kr;
-    const int M = g->M, K = g->K, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int M = g->M, K = g->K, MR = kr->mr, NR = kr->nr, KC = g->KC;
     const int j = jc + s * NR, n = imin(NR, jc + nc - j), n_panels = ceil_div(M, MR);
     const float bet = pc == 0 ? g->beta : 1.0f;
     const bool last = pc + KC >= K; /* the epilogue goes with the last slice */
@@ -1207,13 +1235,13 @@ static b_src own_sliver_src(const gemm_job *g, int s, int pc) {
     if (s < 0) return none;
     int jc, nc, sl;
     own_sliver(g, s, &jc, &nc, &sl);
-    return b_sliver_src(g, jc, nc, pc, imin(g->kr->kc, g->K - pc), sl);
+    return b_sliver_src(g, jc, nc, pc, imin(g->KC, g->K - pc), sl);
 }
 
 static void gemm_thread_own(const gemm_job *g, int t, int nt) {
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta;
-    const int M = g->M, N = g->N, K = g->K, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int M = g->M, N = g->N, K = g->K, MR = kr->mr, NR = kr->nr, KC = g->KC;
     const int n_slivers = ceil_div(N, NR), n_panels = ceil_div(M, MR), n_sh = g->shares;
     const float *A = g->A;
     const size_t lda = g->lda;
@@ -1275,7 +1303,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     }
     const gemm_kernel *kr = g->kr;
     const bool ta = g->ta, tb = g->tb, direct_a = g->direct_a, direct_b = g->direct_b;
-    const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = kr->kc;
+    const int M = g->M, N = g->N, K = g->K, NC = g->NC, MR = kr->mr, NR = kr->nr, KC = g->KC;
     const float beta = g->beta, *A = g->A, *B = g->B;
     float *bbuf = g->bbuf;
     const size_t lda = g->lda, ldb = g->ldb;
