@@ -28,9 +28,9 @@
  *
  * Per element of C the arithmetic is: acc = sum over k in the KC slice (in k order, one
  * FMA chain), then C = alpha*acc + beta*C for the first slice and C = alpha*acc + C for
- * the others. That sequence depends only on K and KC, never on how rows and columns are
- * split into blocks or between threads, which is what makes the result independent of the
- * thread count.
+ * the others. That sequence depends only on K and KC (KC itself only on K and ldc, see
+ * slice_depth), never on how rows and columns are split into blocks or between threads,
+ * which is what makes the result independent of the thread count.
  */
 #include "gemm.h"
 
@@ -1056,9 +1056,9 @@ static bool b_close(bool tb, int K, int N, size_t ldb, size_t max_ld) {
  * a Linear's backward computes its products in row or column blocks on two threads
  * (ops/affine.c), each its own call, and every block must sum exactly as the whole
  * product does. Of C's dimensions only its row stride ldc is the same in every block, so
- * the test is ldc >= WIDE_C_LD: C's rows at least 2 KB apart, which holds for every product
- * above of the medium model and for none of the toy's. The row block shrinks in proportion
- * (mc_for), so the packed A block keeps its size in L2. */
+ * the test is ldc >= WIDE_C_LD, C's rows at least 2 KB apart: true of all the medium
+ * model's products above, and of none of the toy model's. The row block shrinks in
+ * proportion (mc_for), so the packed A block keeps its size in L2. */
 #define WIDE_C_LD 512
 static int slice_depth(const gemm_kernel *kr, int K, size_t ldc) {
     return ldc >= WIDE_C_LD && K > kr->kc && K <= kr->kc + kr->kc / 3 ? K : kr->kc;

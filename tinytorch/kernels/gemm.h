@@ -22,7 +22,10 @@
  * (up to OMP_NUM_THREADS threads; called from inside a parallel region it runs on the
  * calling thread only). Every element of C is computed by one thread, summing over k in
  * the same order whatever the thread count, so the result is bit-identical for any
- * number of threads. Different kernels (AVX-512 / AVX2 / generic) round differently.
+ * number of threads. Different kernels (AVX-512 / AVX2 / generic) round differently,
+ * and so may the same product written into a C of another row stride: a K of up to a
+ * third more than the kernel's k block is summed in one piece when C's rows are at least
+ * 512 floats apart, in two otherwise (kernels/gemm.c, slice_depth).
  *
  * Environment: TT_GEMM=generic|avx2|avx512 forces a kernel (read at the first call);
  * an unavailable choice falls back to the automatic one.
