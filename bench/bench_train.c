@@ -43,6 +43,10 @@
  *
  * --profile ROWS prints tinytorch's op profile (profile.h) of the timed steps: the ROWS
  * costliest rows (op, caller file:line, module) with their forward and backward time.
+ * With --alternate it prints one table for both thread counts instead, per step: each
+ * row's time on A and on B threads, the gain A / B, and what B loses against a perfect
+ * split (B - A x A / B threads): where the second thread's time goes, op by op, measured
+ * on the same spells of the host.
  *
  *   usage: bench_train CONFIG [THREADS] [--threads N] [--steps N] [--warmup N]
  *                      [--budget SECONDS] [--peak GFLOPS] [--alternate A,B]
@@ -198,9 +202,90 @@ static void print_losses(const char *config, const char *threads, const float *l
     printf("\n");
 }
 
+/* --alternate --profile: the op profile of each thread count. The profiler keeps one
+ * table, so it is reset around every step and the step's entries are added to its arm's
+ * column here, row by (op, caller, module). */
+typedef struct arm_row {
+    const char *op; /* (op names and callers' file names are string literals) */
+    tt_src src;
+    char module[TT_NAME_LEN];
+    double sec[2]; /* arm 0 (A threads), arm 1 (B threads) */
+} arm_row;
+
+typedef struct arm_table {
+    arm_row *rows;
+    int n, cap;
+    double wall[2]; /* profiled wall time of each arm */
+    int steps[2];
+} arm_table;
+
+static arm_row *arm_row_of(arm_table *t, const tt_profile_entry *e) {
+    for (int i = 0; i < t->n; i++) {
+        arm_row *r = &t->rows[i];
+        if (!strcmp(r->op, e->op) && r->src.line == e->src.line &&
+            !strcmp(r->src.file, e->src.file) && !strcmp(r->module, e->module))
+            return r;
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 64;
+        arm_row *grown = realloc(t->rows, (size_t)t->cap * sizeof *grown);
+        if (!grown) {
+            fprintf(stderr, "bench_train: out of memory\n");
+            exit(1);
+        }
+        t->rows = grown;
+    }
+    arm_row *r = &t->rows[t->n++];
+    *r = (arm_row){.op = e->op, .src = e->src};
+    snprintf(r->module, sizeof r->module, "%s", e->module);
+    return r;
+}
+
+/* adds the step just profiled to arm `arm` and resets the profiler */
+static void arm_add_step(arm_table *t, int arm) {
+    for (int i = 0; i < tt_profile_count(); i++) {
+        const tt_profile_entry *e = tt_profile_entry_at(i);
+        arm_row_of(t, e)->sec[arm] += e->fwd_sec + e->bwd_sec;
+    }
+    t->wall[arm] += tt_profile_wall_sec();
+    t->steps[arm]++;
+    tt_profile_reset();
+}
+
+static int cmp_arm_row(const void *a, const void *b) {
+    const double x = ((const arm_row *)a)->sec[0], y = ((const arm_row *)b)->sec[0];
+    return (x < y) - (x > y); /* costliest on A threads first */
+}
+
+static void arm_print(arm_table *t, int ta, int tb, int max_rows) {
+    if (t->steps[0] == 0 || t->steps[1] == 0) return;
+    qsort(t->rows, (size_t)t->n, sizeof *t->rows, cmp_arm_row);
+    const double ka = 1e3 / t->steps[0], kb = 1e3 / t->steps[1], ideal = (double)ta / tb;
+    double ops[2] = {0, 0};
+    for (int i = 0; i < t->n; i++) ops[0] += t->rows[i].sec[0], ops[1] += t->rows[i].sec[1];
+    printf("  op profile per step, %d against %d threads (%d + %d timed steps; \"lost\": ms "
+           "above a perfect split)\n", ta, tb, t->steps[0], t->steps[1]);
+    printf("  %9s %9s %7s %8s  %-14s %-28s %s\n", "A ms", "B ms", "A / B", "lost", "op",
+           "module", "called at");
+    for (int i = 0; i < t->n && i < max_rows; i++) {
+        const arm_row *r = &t->rows[i];
+        const double a = ka * r->sec[0], b = kb * r->sec[1];
+        char at[96];
+        snprintf(at, sizeof at, "%s:%d", r->src.file, r->src.line);
+        printf("  %9.2f %9.2f %6.2fx %8.2f  %-14s %-28s %s\n", a, b, b > 0 ? a / b : 0.0,
+               b - a * ideal, r->op, r->module[0] ? r->module : "-", at);
+    }
+    const double oa = ka * (t->wall[0] - ops[0]), ob = kb * (t->wall[1] - ops[1]);
+    const double wa = ka * t->wall[0], wb = kb * t->wall[1];
+    printf("  %9.2f %9.2f %6.2fx %8.2f  outside ops (optimizer, data, ...)\n", oa, ob,
+           ob > 0 ? oa / ob : 0.0, ob - oa * ideal);
+    printf("  %9.2f %9.2f %6.2fx %8.2f  the whole step (mean of the profiled steps)\n", wa, wb,
+           wb > 0 ? wa / wb : 0.0, wb - wa * ideal);
+}
+
 /* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
 static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
-                         double budget) {
+                         double budget, int profile_rows) {
     const bench_config *bc = r->bc;
     const int total = 2 * warmup + 4 * max_blocks;
     float *losses = calloc((size_t)total, sizeof *losses);
@@ -208,6 +293,7 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     double *ms_a = calloc((size_t)2 * max_blocks, sizeof *ms_a);
     double *ms_b = calloc((size_t)2 * max_blocks, sizeof *ms_b);
     int done = 0, blocks = 0;
+    arm_table arms = {0};
     for (int w = 0; w < 2 * warmup; w++) {
         set_threads(w < warmup ? ta : tb);
         train_step(r, &losses[done++]);
@@ -218,7 +304,10 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
         double t[4];
         for (int i = 0; i < 4; i++) {
             set_threads(order[i]);
+            if (profile_rows > 0) tt_profile_start();
             t[i] = train_step(r, &losses[done++]);
+            tt_profile_stop();
+            if (profile_rows > 0) arm_add_step(&arms, i == 1 || i == 2);
             timed_sec += t[i];
         }
         ratio[blocks] = (t[1] + t[2]) / (t[0] + t[3]);
@@ -237,6 +326,7 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     printf("  a %d-thread step takes %.3f of a %d-thread one (median of the blocks; quartiles"
            " %.3f-%.3f): %.2fx\n",
            tb, rq, ta, ratio[blocks / 4], ratio[(3 * blocks) / 4], 1.0 / rq);
+    if (profile_rows > 0) arm_print(&arms, ta, tb, profile_rows);
     printf("SCALING impl=tinytorch config=%s threads=%d,%d blocks=%d ratio=%.4f ratio_p25=%.4f "
            "ratio_p75=%.4f ms_a=%.4f ms_b=%.4f finite=%d\n",
            bc->name, ta, tb, blocks, rq, ratio[blocks / 4], ratio[(3 * blocks) / 4], med_a,
@@ -248,6 +338,7 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     free(ratio);
     free(ms_a);
     free(ms_b);
+    free(arms.rows);
     return finite ? 0 : 1;
 }
 
@@ -312,7 +403,8 @@ int main(int argc, char **argv) {
                      {0}};
     tt_rng_seed(&run.data, 42);
     if (alt_a > 0) {
-        int rc = run_alternate(&run, alt_a, alt_b, warmup > 0 ? warmup : 1, steps, budget);
+        int rc = run_alternate(&run, alt_a, alt_b, warmup > 0 ? warmup : 1, steps, budget,
+                               profile_rows);
         bench_run_free(&run);
         return rc;
     }
