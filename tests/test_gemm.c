@@ -109,8 +109,8 @@ static const int big_shapes[][3] = {
     {20, 4200, 30},  /* two column panels                 */
     {40, 36, 1000},  /* three k slices: beta, then 1      */
     {30, 40, 513},   /* two slices, the second short       */
-    {130, 512, 341}, /* a wide C: one deep slice (kc 256), shorter row blocks: two */
-    {40, 512, 500},  /* a wide C: one deep slice (AVX-512)  */
+    {100, 512, 341}, /* a wide C: one deep slice (kc 256), shorter row blocks (generic: two) */
+    {16, 512, 500},  /* a wide C: one deep slice (AVX-512)  */
 };
 
 static void check_all(const char *kernel) {
@@ -494,7 +494,8 @@ static void check_slice_depth(const char *kernel) {
     check_slices(kernel, 20, 40, 511, deep, false);
     check_slices(kernel, 20, 512, 512, kc + 2, true);
     check_slices(kernel, 20, 256, 256, kc + 2, false);
-    check_slices(kernel, 600, 512, 512, deep, true); /* two row blocks of the shorter mc */
+    /* two row blocks of the shorter mc (378 rows for AVX-512, 96 / 108 for kc 256) */
+    check_slices(kernel, kc == 384 ? 400 : 112, 40, 512, deep, true);
 }
 
 START_TEST(test_gemm_slice_depth) { ck_assert_int_ge(for_each_kernel(check_slice_depth), 1); }
