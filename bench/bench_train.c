@@ -202,81 +202,85 @@ static void print_losses(const char *config, const char *threads, const float *l
     printf("\n");
 }
 
-/* --alternate --profile: the op profile of each thread count. The profiler keeps one
- * table, so it is reset around every step and the step's entries are added to its arm's
- * column here, row by (op, caller, module). */
-typedef struct arm_row {
-    const char *op; /* (op names and callers' file names are string literals) */
-    tt_src src;
-    char module[TT_NAME_LEN];
-    double sec[2]; /* arm 0 (A threads), arm 1 (B threads) */
-} arm_row;
-
+/* --alternate --profile: the op profile of each thread count, from the profiler's one
+ * table. Its entries keep their indices (first seen first) and only grow, so a step's
+ * share of entry i is the entry's total after the step minus its total before. */
 typedef struct arm_table {
-    arm_row *rows;
-    int n, cap;
-    double wall[2]; /* profiled wall time of each arm */
+    double *before;   /* per entry: its total (forward + backward) after the last step */
+    double *sec[2];   /* per entry: the sum over the steps of arm 0 (A) / arm 1 (B)     */
+    int n;            /* entries covered by the arrays                                  */
+    double wall_before, wall[2];
     int steps[2];
 } arm_table;
 
-static arm_row *arm_row_of(arm_table *t, const tt_profile_entry *e) {
-    for (int i = 0; i < t->n; i++) {
-        arm_row *r = &t->rows[i];
-        if (!strcmp(r->op, e->op) && r->src.line == e->src.line &&
-            !strcmp(r->src.file, e->src.file) && !strcmp(r->module, e->module))
-            return r;
-    }
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 64;
-        arm_row *grown = realloc(t->rows, (size_t)t->cap * sizeof *grown);
-        if (!grown) {
-            fprintf(stderr, "bench_train: out of memory\n");
-            exit(1);
-        }
-        t->rows = grown;
-    }
-    arm_row *r = &t->rows[t->n++];
-    *r = (arm_row){.op = e->op, .src = e->src};
-    snprintf(r->module, sizeof r->module, "%s", e->module);
-    return r;
+static double entry_sec(int i) {
+    const tt_profile_entry *e = tt_profile_entry_at(i);
+    return e->fwd_sec + e->bwd_sec;
 }
 
-/* adds the step just profiled to arm `arm` and resets the profiler */
+static double *grow_zeroed(double *v, int from, int to) {
+    double *g = realloc(v, (size_t)to * sizeof *g);
+    if (!g) {
+        fprintf(stderr, "bench_train: out of memory\n");
+        exit(1);
+    }
+    memset(g + from, 0, (size_t)(to - from) * sizeof *g);
+    return g;
+}
+
+/* adds the step just profiled to arm `arm` */
 static void arm_add_step(arm_table *t, int arm) {
-    for (int i = 0; i < tt_profile_count(); i++) {
-        const tt_profile_entry *e = tt_profile_entry_at(i);
-        arm_row_of(t, e)->sec[arm] += e->fwd_sec + e->bwd_sec;
+    const int n = tt_profile_count();
+    if (n > t->n) {
+        t->before = grow_zeroed(t->before, t->n, n);
+        for (int k = 0; k < 2; k++) t->sec[k] = grow_zeroed(t->sec[k], t->n, n);
+        t->n = n;
     }
-    t->wall[arm] += tt_profile_wall_sec();
+    for (int i = 0; i < n; i++) {
+        const double now = entry_sec(i);
+        t->sec[arm][i] += now - t->before[i];
+        t->before[i] = now;
+    }
+    const double wall = tt_profile_wall_sec();
+    t->wall[arm] += wall - t->wall_before;
+    t->wall_before = wall;
     t->steps[arm]++;
-    tt_profile_reset();
 }
 
-static int cmp_arm_row(const void *a, const void *b) {
-    const double x = ((const arm_row *)a)->sec[0], y = ((const arm_row *)b)->sec[0];
-    return (x < y) - (x > y); /* costliest on A threads first */
+typedef struct arm_row {
+    int entry;
+    double a, b; /* ms per step on A and on B threads */
+} arm_row;
+
+static int cmp_arm_row(const void *x, const void *y) {
+    const double a = ((const arm_row *)x)->a, b = ((const arm_row *)y)->a;
+    return (a < b) - (a > b); /* costliest on A threads first */
 }
 
-static void arm_print(arm_table *t, int ta, int tb, int max_rows) {
+static void arm_print(const arm_table *t, int ta, int tb, int max_rows) {
     if (t->steps[0] == 0 || t->steps[1] == 0) return;
-    qsort(t->rows, (size_t)t->n, sizeof *t->rows, cmp_arm_row);
     const double ka = 1e3 / t->steps[0], kb = 1e3 / t->steps[1], ideal = (double)ta / tb;
-    double ops[2] = {0, 0};
-    for (int i = 0; i < t->n; i++) ops[0] += t->rows[i].sec[0], ops[1] += t->rows[i].sec[1];
+    arm_row *rows = malloc((size_t)(t->n ? t->n : 1) * sizeof *rows);
+    double ops_a = 0, ops_b = 0;
+    for (int i = 0; i < t->n; i++) {
+        rows[i] = (arm_row){i, ka * t->sec[0][i], kb * t->sec[1][i]};
+        ops_a += rows[i].a, ops_b += rows[i].b;
+    }
+    qsort(rows, (size_t)t->n, sizeof *rows, cmp_arm_row);
     printf("  op profile per step, %d against %d threads (%d + %d timed steps; \"lost\": ms "
            "above a perfect split)\n", ta, tb, t->steps[0], t->steps[1]);
     printf("  %9s %9s %7s %8s  %-14s %-28s %s\n", "A ms", "B ms", "A / B", "lost", "op",
            "module", "called at");
-    for (int i = 0; i < t->n && i < max_rows; i++) {
-        const arm_row *r = &t->rows[i];
-        const double a = ka * r->sec[0], b = kb * r->sec[1];
-        char at[96];
-        snprintf(at, sizeof at, "%s:%d", r->src.file, r->src.line);
-        printf("  %9.2f %9.2f %6.2fx %8.2f  %-14s %-28s %s\n", a, b, b > 0 ? a / b : 0.0,
-               b - a * ideal, r->op, r->module[0] ? r->module : "-", at);
+    for (int r = 0; r < t->n && r < max_rows; r++) {
+        const arm_row *w = &rows[r];
+        const tt_profile_entry *e = tt_profile_entry_at(w->entry);
+        printf("  %9.2f %9.2f %6.2fx %8.2f  %-14s %-28s %s:%d\n", w->a, w->b,
+               w->b > 0 ? w->a / w->b : 0.0, w->b - w->a * ideal, e->op,
+               e->module[0] ? e->module : "-", e->src.file, e->src.line);
     }
-    const double oa = ka * (t->wall[0] - ops[0]), ob = kb * (t->wall[1] - ops[1]);
+    free(rows);
     const double wa = ka * t->wall[0], wb = kb * t->wall[1];
+    const double oa = wa - ops_a, ob = wb - ops_b;
     printf("  %9.2f %9.2f %6.2fx %8.2f  outside ops (optimizer, data, ...)\n", oa, ob,
            ob > 0 ? oa / ob : 0.0, ob - oa * ideal);
     printf("  %9.2f %9.2f %6.2fx %8.2f  the whole step (mean of the profiled steps)\n", wa, wb,
@@ -338,7 +342,10 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     free(ratio);
     free(ms_a);
     free(ms_b);
-    free(arms.rows);
+    free(arms.before);
+    free(arms.sec[0]);
+    free(arms.sec[1]);
+    tt_profile_reset();
     return finite ? 0 : 1;
 }
 
