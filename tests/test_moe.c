@@ -441,13 +441,14 @@ START_TEST(test_moe_matches_dense) {
 }
 END_TEST
 
-START_TEST(test_moe_only_routed_rows) {
-    /* The tape shows the work: expert inputs come from index_select of x, and their rows
-     * add up to N*K; an expert with no tokens appears nowhere on the tape. */
+/* The tape shows the work: the experts' rows come from x, by index_select per expert
+ * (SwiGLU experts) or inside the one experts_relu op (ReLU experts), and add up to N*K;
+ * an expert with no tokens appears nowhere on the tape. */
+static void only_routed_rows(tt_ffn_kind kind) {
     tt_manual_seed(4);
     tt_params p = {0};
     tt_moe m;
-    tt_moe_config cfg = small_moe(TT_FFN_RELU, 0);
+    tt_moe_config cfg = small_moe(kind, 0);
     cfg.gate.selection_bias = true;
     tt_moe_init(&m, &p, "moe", &cfg);
     m.gate.bias->data[3] = -10.0f; /* expert 3 is never chosen */
@@ -455,13 +456,19 @@ START_TEST(test_moe_only_routed_rows) {
     tt_routing r;
     tt_moe_forward(&m, x, false, &r);
     ck_assert_int_eq(r.counts[3], 0);
-    int rows = 0, selects = 0;
+    int rows = 0, experts = 0;
     bool expert3_used = false;
     for (int i = 0; i < tt_tape_len(); i++) {
         tt_node *nd = tt_tape_node(i);
         if (!strcmp(nd->op, "index_select") && nd->out->shape[1] == 6) {
             rows += nd->out->shape[0];
-            selects++;
+            experts++;
+        }
+        if (!strcmp(nd->op, "experts_relu")) {
+            const int *off = tt_experts_relu_offsets(nd);
+            rows += nd->in[1]->shape[0];
+            experts += nd->i[0];
+            for (int e = 0; e < nd->i[0]; e++) ck_assert_int_gt(off[e + 1], off[e]);
         }
         for (int j = 0; j < nd->n_in; j++)
             if (nd->in[j] == m.experts[3].up.weight) expert3_used = true;
@@ -469,12 +476,17 @@ START_TEST(test_moe_only_routed_rows) {
     int used = 0;
     for (int e = 0; e < 4; e++) used += r.counts[e] > 0;
     ck_assert_int_eq(rows, 7 * 2);
-    ck_assert_int_eq(selects, used);
+    ck_assert_int_eq(experts, used);
     ck_assert(!expert3_used);
     tt_tape_reset();
     tt_free(x);
     tt_moe_free(&m);
     tt_params_free(&p);
+}
+
+START_TEST(test_moe_only_routed_rows) {
+    only_routed_rows(TT_FFN_RELU);
+    only_routed_rows(TT_FFN_SWIGLU);
 }
 END_TEST
 

@@ -91,11 +91,26 @@ float tt_test_maxdiff(const float *a, const float *b, size_t n) {
 
 size_t tt_test_relu_count(const tt_node *nd) {
     if (!strcmp(nd->op, "relu") || !strcmp(nd->op, "affine_relu")) return nd->out->size;
+    if (!strcmp(nd->op, "experts_relu")) return (size_t)nd->in[1]->size * (size_t)nd->i[1];
     return 0;
 }
 
 double tt_test_relu_preact(const tt_node *nd, size_t k) {
     if (!strcmp(nd->op, "relu")) return nd->in[0]->data[k];
+    if (!strcmp(nd->op, "experts_relu")) {
+        /* row r (token idx[r]) of expert e: sum_i x[idx[r]][i] w1_e[j][i] + b1_e[j] */
+        const int *off = tt_experts_relu_offsets(nd), n = nd->i[0], hid = nd->i[1];
+        const size_t r = k / (size_t)hid, j = k % (size_t)hid;
+        int e = 0;
+        while ((size_t)off[e + 1] <= r) e++;
+        const tt_tensor *x = nd->in[0], *w = nd->in[2 + e];
+        const size_t in = (size_t)x->shape[1], tok = (size_t)tt_ids(nd->in[1])[r];
+        /* (in[]: x, idx, w1[n], w2[n], then b1[n] if given: i[2]) */
+        const tt_tensor *b = nd->i[2] ? nd->in[2 + 2 * n + e] : NULL;
+        double acc = b ? b->data[j] : 0.0;
+        for (size_t i = 0; i < in; i++) acc += (double)x->data[tok * in + i] * w->data[j * in + i];
+        return acc;
+    }
     /* affine_relu: out[r][j] = max(sum_i x[r][i] w[j][i] + b[j], 0) */
     const tt_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
     size_t in = (size_t)w->shape[1], out = (size_t)w->shape[0], r = k / out, j = k % out;

@@ -157,6 +157,17 @@ void tt_grad_add_same(tt_tensor *t, const float *g);
 void tt_add_into(float *dst, const float *src, size_t n);
 void tt_copy_into(float *dst, const float *src, size_t n);
 
+/* The elementwise part of a Linear's backward (ops/affine.c), G = dL/dy [M, N]:
+ *   relu: gp = G * [y > 0] (gp may be G itself) and, if db, db += column sums of gp;
+ *   else: db += column sums of G (nothing if db is NULL).
+ * Each column summed over rows in order, for any thread count. */
+void tt_affine_grad_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
+                        int N);
+/* dst[idx[m], :] += rows[m, :] for m = 0 .. m_rows - 1 in order (rows of `row` floats;
+ * repeated indices accumulate in that order, for any thread count; ops/index.c). */
+void tt_scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
+                         size_t row);
+
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);
 

@@ -73,6 +73,24 @@ tt_tensor *tt_matmul_tn_(tt_tensor *a, tt_tensor *b, tt_src src);
 tt_tensor *tt_affine_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src);
 tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src);
 
+/* tt_experts_relu: n ReLU experts (an MoE layer's routed experts) on their own rows of x,
+ * one op. Expert e takes rows idx[off[e]] .. idx[off[e+1] - 1] of x [N, dim] and writes
+ * rows off[e] .. off[e+1] - 1 of the result [off[n], dim]:
+ *   y_e = relu(x[idx_e] w1[e]^T + b1[e]) w2[e]^T + b2[e]
+ * w1[e] [hidden, dim], w2[e] [dim, hidden]; b1, b2: arrays of n biases, or NULL (none).
+ * The same bits as tt_index_select, tt_affine_relu and tt_affine per expert; with
+ * several threads each takes whole experts (ops/experts.c says why). On the tape: one
+ * node "experts_relu", in[] = x, idx, w1[0..n), w2[0..n), then the b1 and the b2 if
+ * given; node->i[0] = n, i[1] = hidden, i[2] / i[3]: whether b1 / b2 were given. */
+#define tt_experts_relu(x, idx, n, off, w1, b1, w2, b2) \
+    tt_experts_relu_(x, idx, n, off, w1, b1, w2, b2, TT_SRC)
+tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                            tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
+                            tt_tensor *const *b2, tt_src src);
+/* The row offsets off[0..n] an experts_relu node was called with (NULL for another
+ * node): expert e's rows are off[e] .. off[e+1] - 1 of its idx and of its output. */
+const int *tt_experts_relu_offsets(const struct tt_node *node);
+
 /* ---- shape ------------------------------------------------------------------------- */
 /* reshape: same elements, new shape (one entry may be -1); a view that shares data.  */
 #define tt_reshape(a, ...) tt_reshape_(a, __VA_ARGS__, TT_SRC) /* (a, ndim, shape) or (a, TT_SHAPE(...)) */

@@ -76,15 +76,20 @@ static void show_dispatch(tt_moe *m, tt_params *p, tt_tensor *x) {
     printf("tokens routed to each expert: %d %d %d %d (sum %d = N * K = 12 * 2)\n",
            r.counts[0], r.counts[1], r.counts[2], r.counts[3],
            r.counts[0] + r.counts[1] + r.counts[2] + r.counts[3]);
-    printf("the experts' first matmuls, read off the tape:\n");
+    printf("the experts, read off the tape:\n");
     int rows = 0;
     for (int i = 0; i < tt_tape_len(); i++) {
         const tt_node *n = tt_tape_node(i);
-        if (strcmp(n->op, "affine_relu") != 0 || !strstr(n->in[1]->name, "fc1")) continue;
-        char sa[TT_SHAPE_STR_LEN], so[TT_SHAPE_STR_LEN];
-        printf("  %s  rows %-8s x %s^T -> %s\n", n->op, tt_shape_str(n->in[0], sa),
-               n->in[1]->name, tt_shape_str(n->out, so));
-        rows += n->in[0]->shape[0];
+        if (strcmp(n->op, "experts_relu") != 0) continue;
+        /* in[0] = x, in[1] = the rows' tokens expert by expert, in[2 + e] = the e-th
+         * busy expert's w1; its rows are off[e] .. off[e+1] - 1 of in[1] and the output */
+        const int *off = tt_experts_relu_offsets(n);
+        char sx[TT_SHAPE_STR_LEN], so[TT_SHAPE_STR_LEN];
+        printf("  %s  x %s -> %s:\n", n->op, tt_shape_str(n->in[0], sx),
+               tt_shape_str(n->out, so));
+        for (int e = 0; e < n->i[0]; e++)
+            printf("    rows %2d..%2d  x %s^T ...\n", off[e], off[e + 1] - 1, n->in[2 + e]->name);
+        rows += n->in[1]->shape[0];
     }
     printf("expert rows computed: %d (dense MoE: N * E = 48)\n", rows);
     tt_tensor *ref = dense_reference(m, x, &r);

@@ -366,6 +366,34 @@ static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *b
     return out;
 }
 
+/* The busy experts (ReLU) of one routing in one tt_experts_relu: expert e's rows are
+ * tokens tok[start[e] .. start[e+1]). ys[0] = its output [N*K, dim] in that order;
+ * returns 1 (one output tensor). */
+static int experts_relu(const tt_moe *m, tt_tensor *xf, const int *counts, const int *start,
+                        const int32_t *tok, tt_tensor **ys) {
+    const int E = m->cfg.gate.n_experts, T = start[E];
+    tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(T));
+    memcpy(ti->data, tok, (size_t)T * sizeof *tok);
+    tt_tensor **w = tt_arena_alloc((size_t)4 * E * sizeof *w);
+    tt_tensor **w1 = w, **b1 = w + E, **w2 = w + 2 * E, **b2 = w + 3 * E;
+    int *off = tt_arena_alloc((size_t)(E + 1) * sizeof *off);
+    int n = 0;
+    for (int e = 0; e < E; e++) {
+        if (counts[e] == 0) continue; /* an idle expert costs nothing */
+        const tt_expert *x = &m->experts[e];
+        off[n] = start[e];
+        w1[n] = x->up.weight;
+        b1[n] = x->up.bias;
+        w2[n] = x->down.weight;
+        b2[n] = x->down.bias;
+        n++;
+    }
+    off[n] = T;
+    const bool bias1 = b1[0] != NULL, bias2 = b2[0] != NULL;
+    ys[0] = tt_experts_relu(xf, ti, n, off, w1, bias1 ? b1 : NULL, w2, bias2 ? b2 : NULL);
+    return 1;
+}
+
 tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routing *routing_out) {
     tt_src src = HERE;
     const int dim = m->cfg.gate.dim, E = m->cfg.gate.n_experts, K = m->cfg.gate.top_k;
@@ -402,13 +430,23 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     /* each busy expert runs once on its rows; combine() sums their weighted outputs */
     tt_tensor **ys = tt_arena_alloc((size_t)E * sizeof *ys);
     int n_busy = 0;
-    for (int e = 0; e < E; e++) {
-        int c = r.counts[e];
-        if (c == 0) continue; /* an idle expert costs nothing */
-        tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(c));
-        memcpy(ti->data, tok + start[e], (size_t)c * sizeof *tok);
-        tt_tensor *rows = tt_index_select(xf, ti);                  /* [c, dim] */
-        ys[n_busy++] = tt_expert_forward(&m->experts[e], rows);     /* [c, dim] */
+    if (m->experts[0].kind == TT_FFN_RELU) {
+        /* ReLU experts: all in one op, the same numbers as the loop below (its rows in
+         * sorted order: pair p is row start[e] + row_of[p] of the one output) */
+        n_busy = experts_relu(m, xf, r.counts, start, tok, ys);
+        for (int p = 0; p < N * K; p++) {
+            row_of[p] += start[idx[p]];
+            busy_of[p] = 0;
+        }
+    } else {
+        for (int e = 0; e < E; e++) {
+            int c = r.counts[e];
+            if (c == 0) continue; /* an idle expert costs nothing */
+            tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(c));
+            memcpy(ti->data, tok + start[e], (size_t)c * sizeof *tok);
+            tt_tensor *rows = tt_index_select(xf, ti);                  /* [c, dim] */
+            ys[n_busy++] = tt_expert_forward(&m->experts[e], rows);     /* [c, dim] */
+        }
     }
     tt_tensor *out = combine(r.weights, n_busy, ys, busy_of, row_of, src);   /* [N, dim] */
     if (m->cfg.shared_hidden > 0) out = tt_add(out, tt_expert_forward(&m->shared, xf));

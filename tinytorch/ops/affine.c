@@ -80,9 +80,10 @@ static void backward_pre_blocks(void *ctx, long k0, long k1) {
     }
 }
 
-/* gp (relu) and db (bias, may be NULL) from g = dL/dy; see backward_pre_blocks */
-static void backward_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
-                         int N) {
+/* gp (relu) and db (bias, may be NULL) from g = dL/dy; see backward_pre_blocks. Also the
+ * experts op's (experts.c), hence not static. */
+void tt_affine_grad_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
+                        int N) {
     if (!relu && !db) return;
     /* Threads take blocks of COL_BLOCK columns; one thread takes all columns as one
      * block, so it streams whole rows (each column is still summed in row order: the
@@ -231,7 +232,7 @@ static void affine_backward(tt_node *n) {
     const bool in_place = relu && tt_grad_disposable(n);
     float *gp = !relu ? NULL : in_place ? n->out->grad : tt_arena_grad_alloc((size_t)M * N);
     float *gb = b ? tt_grad_acc(b) : NULL;
-    backward_pre(g, n->out->data, relu, gp, gb, M, N);
+    tt_affine_grad_pre(g, n->out->data, relu, gp, gb, M, N);
     if (relu) g = gp;
     /* (both buffers first: the arena is not for threads; if x is w, the second is the
      * first, not fresh, and dW adds to dx's product as it would in sequence) */

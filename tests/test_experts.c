@@ -1,0 +1,211 @@
+/* test_experts.c - tt_experts_relu, an MoE layer's ReLU experts as one op: its gradients
+ * against finite differences, its bits against the ops it replaces (index_select,
+ * affine_relu, affine per expert) on one and on two threads, its errors.
+ */
+#include "tt_test.h"
+
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { MAX_E = 8 };
+
+/* n experts; inputs in[] = x, w1[0..n), w2[0..n), then b1[0..n), b2[0..n) if bias */
+typedef struct ex_case {
+    int n;
+    bool bias;
+    const int *off;
+    tt_tensor *idx;
+} ex_case;
+
+static tt_tensor *f_experts(tt_tensor *const *in, void *user) {
+    const ex_case *c = user;
+    const int n = c->n;
+    return tt_experts_relu(in[0], c->idx, n, c->off, in + 1, c->bias ? in + 1 + 2 * n : NULL,
+                           in + 1 + n, c->bias ? in + 1 + 3 * n : NULL);
+}
+
+/* The same, op by op: per expert index_select, affine_relu, affine; the outputs stacked */
+static tt_tensor *f_composed(tt_tensor *const *in, void *user) {
+    const ex_case *c = user;
+    const int n = c->n;
+    tt_tensor *ys[MAX_E];
+    int m = 0;
+    for (int e = 0; e < n; e++) {
+        const int rows = c->off[e + 1] - c->off[e];
+        if (rows == 0) continue;
+        tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(rows));
+        memcpy(ti->data, tt_ids(c->idx) + c->off[e], (size_t)rows * sizeof(int32_t));
+        tt_tensor *h = tt_affine_relu(tt_index_select(in[0], ti), in[1 + e],
+                                      c->bias ? in[1 + 2 * n + e] : NULL);
+        ys[m++] = tt_affine(h, in[1 + n + e], c->bias ? in[1 + 3 * n + e] : NULL);
+    }
+    return tt_concat(m, ys, 0);
+}
+
+/* x [N, dim] and n experts' weights (uniform in [-s, s]), 2 + 4n tensors into in[] */
+static int make_inputs(tt_tensor **in, int n, int N, int dim, int hid, float s) {
+    int k = 0;
+    in[k++] = tt_set_name(tt_test_param(TT_SHAPE(N, dim), -1, 1), "x");
+    for (int e = 0; e < n; e++)
+        in[k++] = tt_set_name(tt_test_param(TT_SHAPE(hid, dim), -s, s), "w1.%d", e);
+    for (int e = 0; e < n; e++)
+        in[k++] = tt_set_name(tt_test_param(TT_SHAPE(dim, hid), -s, s), "w2.%d", e);
+    for (int e = 0; e < n; e++)
+        in[k++] = tt_set_name(tt_test_param(TT_SHAPE(hid), -s, s), "b1.%d", e);
+    for (int e = 0; e < n; e++)
+        in[k++] = tt_set_name(tt_test_param(TT_SHAPE(dim), -s, s), "b2.%d", e);
+    return k;
+}
+
+static void free_inputs(tt_tensor **in, int k) {
+    for (int i = 0; i < k; i++) tt_free(in[i]);
+}
+
+/* gradcheck + mutation: 3 experts (the second with no rows), token 1 twice in the third
+ * (its gradient rows accumulate), inputs whose pre-activations stay >= 0.05 from the
+ * ReLU's kink (a step h = 1e-2 moves one by at most ~0.04 here) */
+static void gradcheck_case(bool bias) {
+    static const int off[4] = {0, 3, 3, 7};
+    const int32_t ids[7] = {0, 2, 4, 1, 3, 1, 4};
+    tt_tensor *idx = tt_from_ids(TT_SHAPE(7), ids);
+    ex_case c = {3, bias, off, idx};
+    for (uint64_t seed = 1;; seed++) {
+        ck_assert_uint_lt(seed, 500);
+        tt_manual_seed(seed);
+        tt_tensor *in[2 + 4 * MAX_E];
+        int k = make_inputs(in, 3, 5, 4, 6, 1.0f);
+        bool ok = true;
+        for (int e = 0; e < 3 && ok; e++) { /* fc1's pre-activations of the expert's rows */
+            for (int r = off[e]; r < off[e + 1]; r++)
+                for (int j = 0; j < 6; j++) {
+                    float pre = bias ? in[1 + 6 + e]->data[j] : 0.0f;
+                    for (int d = 0; d < 4; d++)
+                        pre += in[0]->data[ids[r] * 4 + d] * in[1 + e]->data[j * 4 + d];
+                    ok = ok && fabsf(pre) >= 0.05f;
+                }
+        }
+        const int n_in = bias ? k : 1 + 2 * 3;
+        if (ok) tt_test_gradcheck("experts_relu", f_experts, &c, n_in, in, NULL);
+        free_inputs(in, k);
+        if (ok) break;
+    }
+    tt_free(idx);
+}
+
+START_TEST(test_experts_grad) {
+    gradcheck_case(true);
+    gradcheck_case(false);
+}
+END_TEST
+
+/* y and every gradient (x, then each weight) after one backward of sum(seed * f(...)) on
+ * `threads` threads: malloc'd copies, y first */
+static float **run(tt_gradcheck_fn f, ex_case *c, tt_tensor **in, int n_in, int threads,
+                   size_t *y_size) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    for (int i = 0; i < n_in; i++) tt_zero_grad(in[i]);
+    tt_tensor *y = f(in, c);
+    float *seed = malloc(y->size * sizeof(float));
+    for (size_t i = 0; i < y->size; i++) seed[i] = (float)((int)(i % 7) - 3) * 0.25f;
+    tt_backward_seed(y, seed);
+    free(seed);
+    float **out = malloc((size_t)(n_in + 1) * sizeof *out);
+    out[0] = malloc(y->size * sizeof(float));
+    memcpy(out[0], y->data, y->size * sizeof(float));
+    *y_size = y->size;
+    for (int i = 0; i < n_in; i++) {
+        out[1 + i] = malloc(in[i]->size * sizeof(float));
+        memcpy(out[1 + i], in[i]->grad, in[i]->size * sizeof(float));
+    }
+    tt_tape_reset();
+    return out;
+}
+
+static void free_run(float **r, int n_in) {
+    for (int i = 0; i <= n_in; i++) free(r[i]);
+    free(r);
+}
+
+/* Bit for bit the ops it replaces, on one thread and on two (where 4 experts of 72 rows
+ * x 64 x 128 are enough work for one expert per thread); each token in three experts, so
+ * that the order in which dx sums its rows shows in the bits (two terms would commute). */
+START_TEST(test_experts_matches_ops) {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+#endif
+    enum { N = 96, DIM = 64, HID = 128, E = 4 };
+    tt_manual_seed(7);
+    int32_t ids[3 * N];
+    int off[E + 1] = {0}, T = 0;
+    for (int e = 0; e < E; e++) { /* token t goes to the three experts other than t % 4 */
+        for (int t = 0; t < N; t++)
+            if (t % E != e) ids[T++] = t;
+        off[e + 1] = T;
+    }
+    tt_tensor *idx = tt_from_ids(TT_SHAPE(T), ids);
+    tt_tensor *in[2 + 4 * MAX_E];
+    const int k = make_inputs(in, E, N, DIM, HID, 0.2f);
+    ex_case c = {E, true, off, idx};
+    size_t ny;
+    float **ref = run(f_composed, &c, in, k, 1, &ny);
+    for (int threads = 1; threads <= 2; threads++) {
+        float **got = run(f_experts, &c, in, k, threads, &ny);
+        ck_assert_msg(memcmp(got[0], ref[0], ny * sizeof(float)) == 0, "y differs, %d threads",
+                      threads);
+        for (int i = 0; i < k; i++)
+            ck_assert_msg(memcmp(got[1 + i], ref[1 + i], in[i]->size * sizeof(float)) == 0,
+                          "gradient of '%s' differs from the ops', %d threads", in[i]->name,
+                          threads);
+        free_run(got, k);
+    }
+    free_run(ref, k);
+    free_inputs(in, k);
+    tt_free(idx);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+END_TEST
+
+START_TEST(test_experts_errors) {
+    tt_tensor *in[2 + 4 * MAX_E];
+    const int k = make_inputs(in, 2, 4, 3, 5, 1.0f);
+    tt_tensor *x = in[0], **w1 = in + 1, **w2 = in + 3, **b1 = in + 5, **b2 = in + 7;
+    tt_tensor *idx = tt_from_ids(TT_SHAPE(3), (int32_t[]){0, 3, 1});
+    tt_tensor *bad = tt_from_ids(TT_SHAPE(3), (int32_t[]){0, 4, 1});
+    const int off[3] = {0, 2, 3}, short_off[3] = {0, 2, 2};
+    tt_tensor *w1_bad[2] = {w1[0], w2[1]};
+    TT_EXPECT_ERROR(tt_experts_relu(x, idx, 2, off, w1_bad, b1, w2, b2),
+                    "experts_relu: expert 1: w1 'w2.1' [3, 5] must be [5, 3]");
+    TT_EXPECT_ERROR(tt_experts_relu(x, bad, 2, off, w1, b1, w2, b2),
+                    "index 4 at position [1] of");
+    TT_EXPECT_ERROR(tt_experts_relu(x, bad, 2, off, w1, b1, w2, b2), "for 'x' [4, 3]");
+    TT_EXPECT_ERROR(tt_experts_relu(x, idx, 2, short_off, w1, b1, w2, b2),
+                    "off[2] = 2 must be the length of idx");
+    TT_EXPECT_ERROR(tt_experts_relu(x, idx, 2, off, w1, b2, w2, b2),
+                    "expert 0: b1 'b2.0' [3] must be [5]");
+    tt_tape_reset();
+    tt_free(idx);
+    tt_free(bad);
+    free_inputs(in, k);
+}
+END_TEST
+
+static Suite *experts_suite(void) {
+    Suite *s = suite_create("experts");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_experts_grad);
+    tcase_add_test(tc, test_experts_matches_ops);
+    tcase_add_test(tc, test_experts_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TT_TEST_MAIN(experts_suite)

@@ -1,0 +1,302 @@
+/* experts.c - the routed ReLU experts of an MoE layer as one op, an expert per thread.
+ *
+ * Expert e of n runs on the rows idx[off[e]], ..., idx[off[e+1] - 1] of x [N, dim] and
+ * writes rows off[e] .. off[e+1] - 1 of y [T, dim] (T = off[n]):
+ *
+ *   X_e = x[idx[off[e] ...]]                   [c, dim]     (index_select)
+ *   H_e = relu(X_e W1_e^T + b1_e)              [c, hidden]  (affine_relu, fc1)
+ *   y_e = H_e W2_e^T + b2_e                    [c, dim]     (affine, fc2)
+ *
+ * Backward, with G = dL/dy_e:
+ *   db2 += colsum(G)      dH = G W2      dW2 += G^T H_e
+ *   Gp = dH * [H_e > 0]   db1 += colsum(Gp)
+ *   dX = Gp W1            dW1 += Gp^T X_e          dx[idx[off[e] + m]] += dX[m]
+ *
+ * The same ops as index_select, affine_relu and affine per expert, in one tape node, for
+ * speed: the experts are independent, so with two threads each thread takes whole
+ * experts (the largest first) and runs their products on its own core, where op by op
+ * every product would be shared by both threads - its operands crossing between the
+ * cores' caches, a barrier or a claim per product. Measured on the Zen 5 of the
+ * fourteenth session (scratch grp2.c, 2 threads, each expert's operands its own): the
+ * small model's experts, forward 1.76x -> 1.95x of one thread, backward (the products as
+ * pairs) 1.55x -> 1.96x; the medium model's 1.85x -> 1.95x and 1.61x -> 1.93x.
+ *
+ * Every product is the one the op-by-op path computes (tt_gemm / tt_gemm_bias with the
+ * same shapes, strides and beta; a product's bits do not depend on its thread count),
+ * the bias sums run over rows in order, and dx receives the experts' rows in the order
+ * the op-by-op backward would add them (last expert first): the results are bit for bit
+ * those of index_select + affine_relu + affine per expert, for any thread count
+ * (tests/test_moe.c checks both).
+ */
+#include "../internal.h"
+#include "../kernels/gemm.h"
+
+#include <limits.h>
+
+/* Multiply-adds below which the experts stay on one thread (as tt_gemm would keep their
+ * products: a parallel region costs a few microseconds). */
+#define EXPERTS_PAR_MIN ((size_t)1 << 20)
+
+typedef struct experts_ctx {
+    int n, dim, hidden;
+    int *off;        /* [n + 1] first row of each expert; off[n] = T              */
+    int *order;      /* [n] the experts by rows, largest first (claim order)       */
+    float *xs;       /* [T, dim] the gathered rows X_e, kept for dW1               */
+    float *h;        /* [T, hidden] H_e, kept for dW2 and the ReLU's mask          */
+    bool bias1, bias2;
+} experts_ctx;
+
+/* in[]: x, idx, then w1[0..n), w2[0..n), b1[0..n) (if bias1), b2[0..n) (if bias2) */
+static tt_tensor *w1_of(tt_node *nd, int e) { return nd->in[2 + e]; }
+static tt_tensor *w2_of(tt_node *nd, int n, int e) { return nd->in[2 + n + e]; }
+static tt_tensor *b1_of(tt_node *nd, const experts_ctx *c, int e) {
+    return c->bias1 ? nd->in[2 + 2 * c->n + e] : NULL;
+}
+static tt_tensor *b2_of(tt_node *nd, const experts_ctx *c, int e) {
+    return c->bias2 ? nd->in[2 + (2 + c->bias1) * c->n + e] : NULL;
+}
+
+/* Whether the experts go one per thread (else one after another, each product split
+ * between the threads as tt_gemm decides). At least two experts a thread: with fewer, a
+ * thread could wait for the other's whole expert. */
+static int experts_threads(const experts_ctx *c) {
+    const size_t work = (size_t)c->off[c->n] * (size_t)c->dim * (size_t)c->hidden;
+    const int nt = tt_loop_threads(work, EXPERTS_PAR_MIN, c->n);
+    return c->n >= 2 * nt ? nt : 1;
+}
+
+/* Runs task(job, e, slot) for every expert: on nt threads, each claiming the next
+ * expert of c->order (largest first, so that what is left at the end is small), or in
+ * order on the caller (nt = 1) - the bits are the same. slot (0 .. nt - 1) numbers the
+ * thread, for its scratch. */
+typedef void (*expert_task)(void *job, int e, int slot);
+typedef struct each_job {
+    const experts_ctx *c;
+    expert_task task;
+    void *job;
+    atomic_int next;
+} each_job;
+
+static void each_range(void *ctx, long t0, long t1) {
+    (void)t1;
+    each_job *j = ctx;
+    for (int i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->c->n;)
+        j->task(j->job, j->c->order[i], (int)t0);
+}
+
+static void for_each_expert(const experts_ctx *c, int nt, expert_task task, void *job) {
+    if (nt <= 1) {
+        for (int e = 0; e < c->n; e++) task(job, e, 0);
+        return;
+    }
+    each_job j = {c, task, job, 0};
+    tt_parallel_for(nt, nt, each_range, &j);
+}
+
+/* ---- forward ------------------------------------------------------------------------- */
+typedef struct fwd_job {
+    const experts_ctx *c;
+    const float *x;
+    const int32_t *idx;
+    const float **w1, **b1, **w2, **b2;
+    float *y;
+} fwd_job;
+
+static void forward_expert(void *p, int e, int slot) {
+    (void)slot;
+    const fwd_job *j = p;
+    const experts_ctx *c = j->c;
+    const int r0 = c->off[e], m = c->off[e + 1] - r0, dim = c->dim, hid = c->hidden;
+    if (m == 0) return;
+    float *xe = c->xs + (size_t)r0 * dim, *he = c->h + (size_t)r0 * hid;
+    for (int r = 0; r < m; r++)
+        memcpy(xe + (size_t)r * dim, j->x + (size_t)j->idx[r0 + r] * dim, (size_t)dim * sizeof *xe);
+    tt_gemm_bias(false, true, m, hid, dim, 1.0f, xe, dim, j->w1[e], dim, 0.0f, he, hid, j->b1[e],
+                 true);
+    tt_gemm_bias(false, true, m, dim, hid, 1.0f, he, hid, j->w2[e], hid, 0.0f,
+                 j->y + (size_t)r0 * dim, dim, j->b2[e], false);
+}
+
+/* ---- backward ------------------------------------------------------------------------ */
+typedef struct bwd_job {
+    const experts_ctx *c;
+    const float *g;          /* dL/dy [T, dim]                                      */
+    const float **w1, **w2;
+    float **gw1, **gw2, **gb1, **gb2; /* per expert; NULL: not wanted               */
+    bool *fresh1, *fresh2;   /* gw1 / gw2 new this step: overwritten, not added to   */
+    float *gxs;              /* [T, dim] dX_e, scattered into dx afterwards; or NULL */
+    float *scratch;          /* per thread: [max rows, hidden] for dH / Gp          */
+    size_t scratch_per;      /* floats per thread                                   */
+} bwd_job;
+
+static void backward_expert(void *p, int e, int slot) {
+    const bwd_job *j = p;
+    const experts_ctx *c = j->c;
+    const int r0 = c->off[e], m = c->off[e + 1] - r0, dim = c->dim, hid = c->hidden;
+    if (m == 0) return;
+    const float *g = j->g + (size_t)r0 * dim, *he = c->h + (size_t)r0 * hid;
+    const float *xe = c->xs + (size_t)r0 * dim;
+    float *gp = j->scratch + (size_t)slot * j->scratch_per;
+    /* fc2: db2, dH = G W2, dW2 (+)= G^T H */
+    tt_affine_grad_pre(g, NULL, false, NULL, j->gb2[e], m, dim);
+    tt_gemm(false, false, m, hid, dim, 1.0f, g, dim, j->w2[e], hid, 0.0f, gp, hid);
+    if (j->gw2[e])
+        tt_gemm(true, false, dim, hid, m, 1.0f, g, dim, he, hid, j->fresh2[e] ? 0.0f : 1.0f,
+                j->gw2[e], hid);
+    /* the ReLU: Gp = dH * [H > 0] in place, and db1 */
+    tt_affine_grad_pre(gp, he, true, gp, j->gb1[e], m, hid);
+    /* fc1: dX = Gp W1, dW1 (+)= Gp^T X */
+    if (j->gxs)
+        tt_gemm(false, false, m, dim, hid, 1.0f, gp, hid, j->w1[e], dim, 0.0f,
+                j->gxs + (size_t)r0 * dim, dim);
+    if (j->gw1[e])
+        tt_gemm(true, false, hid, dim, m, 1.0f, gp, hid, xe, dim, j->fresh1[e] ? 0.0f : 1.0f,
+                j->gw1[e], dim);
+}
+
+static void experts_backward(tt_node *nd) {
+    const experts_ctx *c = nd->ctx;
+    const int n = c->n, dim = c->dim, T = c->off[n];
+    tt_tensor *x = nd->in[0], *idx = nd->in[1];
+    /* every buffer first, on this thread (the arena and the gradients are not for
+     * threads): per expert its parameters' gradients, then dX and the threads' scratch */
+    const void **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
+    float **grads = tt_arena_alloc((size_t)4 * n * sizeof *grads);
+    bool *fresh = tt_arena_alloc((size_t)2 * n * sizeof *fresh);
+    bwd_job j = {.c = c, .g = nd->out->grad, .w1 = (const float **)pp, .w2 = (const float **)pp + n,
+                 .gw1 = grads, .gw2 = grads + n, .gb1 = grads + 2 * n, .gb2 = grads + 3 * n,
+                 .fresh1 = fresh, .fresh2 = fresh + n};
+    for (int e = 0; e < n; e++) {
+        tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e);
+        j.w1[e] = w1_of(nd, e)->data;
+        j.w2[e] = w2_of(nd, n, e)->data;
+        j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
+        j.gw2[e] = tt_grad_acc_fresh(w2_of(nd, n, e), &j.fresh2[e]);
+        j.gb1[e] = b1 ? tt_grad_acc(b1) : NULL;
+        j.gb2[e] = b2 ? tt_grad_acc(b2) : NULL;
+    }
+    float *gx = tt_grad_acc(x);
+    j.gxs = gx ? tt_arena_grad_alloc((size_t)T * dim) : NULL;
+    int rows_max = 0;
+    for (int e = 0; e < n; e++)
+        if (c->off[e + 1] - c->off[e] > rows_max) rows_max = c->off[e + 1] - c->off[e];
+    const int nt = experts_threads(c);
+    /* (a multiple of 16 floats: each thread's scratch on its own cache lines) */
+    j.scratch_per = ((size_t)rows_max * c->hidden + 15) / 16 * 16;
+    j.scratch = tt_arena_grad_alloc(j.scratch_per * (size_t)nt);
+    for_each_expert(c, nt, backward_expert, &j);
+    tt_arena_grad_free(j.scratch, j.scratch_per * (size_t)nt);
+    if (!gx) return;
+    /* dx: the experts' rows added last expert first, as the op-by-op backward (one
+     * index_select each, in reverse order of the tape) adds them */
+    const int32_t *id = tt_ids(idx);
+    for (int e = n - 1; e >= 0; e--)
+        tt_scatter_add_rows(gx, id + c->off[e], (size_t)(c->off[e + 1] - c->off[e]),
+                            j.gxs + (size_t)c->off[e] * dim, (size_t)dim);
+    tt_arena_grad_free(j.gxs, (size_t)T * dim);
+}
+
+/* ---- the op ---------------------------------------------------------------------------- */
+/* The claim order: experts by rows, largest first (ties: lower number first). An
+ * insertion sort: n is the number of experts of one layer. */
+static void order_by_rows(int *order, const int *off, int n) {
+    for (int i = 0; i < n; i++) {
+        const int rows = off[i + 1] - off[i];
+        int k = i;
+        for (; k > 0 && off[order[k - 1] + 1] - off[order[k - 1]] < rows; k--)
+            order[k] = order[k - 1];
+        order[k] = i;
+    }
+}
+
+tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                            tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
+                            tt_tensor *const *b2, tt_src src) {
+    const char *op = "experts_relu";
+    tt_check_f32(x, src, op, "x");
+    tt_check_i32(idx, src, op, "idx");
+    TT_CHECK(x->ndim == 2, src, op, "x %s must be [N, dim]", tt_d(x));
+    TT_CHECK(idx->ndim == 1, src, op, "idx %s must be 1-D [T]", tt_d(idx));
+    TT_CHECK(n >= 1 && off && w1 && w2, src, op, "needs n >= 1 experts (got %d), off, w1, w2", n);
+    TT_CHECK(off[0] == 0, src, op, "off[0] = %d must be 0", off[0]);
+    TT_CHECK(off[n] == idx->shape[0], src, op, "off[%d] = %d must be the length of idx %s", n,
+             off[n], tt_d(idx));
+    const int N = x->shape[0], dim = x->shape[1];
+    for (int e = 0; e < n; e++) {
+        TT_CHECK(off[e + 1] >= off[e], src, op, "off[%d] = %d < off[%d] = %d", e + 1, off[e + 1],
+                 e, off[e]);
+        tt_check_f32(w1[e], src, op, "w1");
+        tt_check_f32(w2[e], src, op, "w2");
+    }
+    const int hid = w1[0]->ndim == 2 ? w1[0]->shape[0] : -1;
+    for (int e = 0; e < n; e++) {
+        TT_CHECK(w1[e]->ndim == 2 && w1[e]->shape[0] == hid && w1[e]->shape[1] == dim, src, op,
+                 "expert %d: w1 %s must be [%d, %d] (x %s, hidden from w1[0] %s)", e,
+                 tt_d(w1[e]), hid, dim, tt_d(x), tt_d(w1[0]));
+        TT_CHECK(w2[e]->ndim == 2 && w2[e]->shape[0] == dim && w2[e]->shape[1] == hid, src, op,
+                 "expert %d: w2 %s must be [%d, %d]", e, tt_d(w2[e]), dim, hid);
+        if (b1) {
+            tt_check_f32(b1[e], src, op, "b1");
+            TT_CHECK(b1[e]->ndim == 1 && b1[e]->shape[0] == hid, src, op,
+                     "expert %d: b1 %s must be [%d]", e, tt_d(b1[e]), hid);
+        }
+        if (b2) {
+            tt_check_f32(b2[e], src, op, "b2");
+            TT_CHECK(b2[e]->ndim == 1 && b2[e]->shape[0] == dim, src, op,
+                     "expert %d: b2 %s must be [%d]", e, tt_d(b2[e]), dim);
+        }
+    }
+    const int32_t *id = tt_ids(idx);
+    for (int r = 0; r < idx->shape[0]; r++)
+        TT_CHECK(id[r] >= 0 && id[r] < N, src, op,
+                 "index %d at position [%d] of %s is out of range [0, %d) for %s", (int)id[r], r,
+                 tt_d(idx), N, tt_d(x));
+    const int T = off[n];
+
+    experts_ctx *c = tt_arena_alloc(sizeof *c);
+    *c = (experts_ctx){.n = n, .dim = dim, .hidden = hid, .bias1 = b1 != NULL,
+                       .bias2 = b2 != NULL};
+    c->off = tt_arena_alloc((size_t)(n + 1) * sizeof *c->off);
+    memcpy(c->off, off, (size_t)(n + 1) * sizeof *c->off);
+    c->order = tt_arena_alloc((size_t)n * sizeof *c->order);
+    order_by_rows(c->order, c->off, n);
+    c->xs = tt_arena_alloc(((size_t)T * dim + 1) * sizeof(float));
+    c->h = tt_arena_alloc(((size_t)T * hid + 1) * sizeof(float));
+    tt_tensor *y = tt_tmp(TT_F32, 2, (int[]){T, dim});
+
+    const float **pp = tt_arena_alloc((size_t)4 * n * sizeof *pp);
+    fwd_job j = {.c = c, .x = x->data, .idx = id, .w1 = pp, .b1 = pp + n, .w2 = pp + 2 * n,
+                 .b2 = pp + 3 * n, .y = y->data};
+    for (int e = 0; e < n; e++) {
+        j.w1[e] = w1[e]->data;
+        j.w2[e] = w2[e]->data;
+        j.b1[e] = b1 ? b1[e]->data : NULL;
+        j.b2[e] = b2 ? b2[e]->data : NULL;
+    }
+    for_each_expert(c, experts_threads(c), forward_expert, &j);
+
+    const int n_in = 2 + (2 + (b1 != NULL) + (b2 != NULL)) * n;
+    tt_tensor **in = tt_arena_alloc((size_t)n_in * sizeof *in);
+    in[0] = x;
+    in[1] = idx;
+    for (int e = 0; e < n; e++) {
+        in[2 + e] = w1[e];
+        in[2 + n + e] = w2[e];
+        if (b1) in[2 + 2 * n + e] = b1[e];
+        if (b2) in[2 + (2 + (b1 != NULL)) * n + e] = b2[e];
+    }
+    tt_node *node = tt_record(op, experts_backward, y, n_in, in, src);
+    if (node) {
+        node->ctx = c;
+        node->i[0] = n; /* (for readers of the tape: in[2 .. 2 + n) are the w1) */
+        node->i[1] = hid;
+        node->i[2] = b1 != NULL;
+        node->i[3] = b2 != NULL;
+    }
+    return y;
+}
+
+const int *tt_experts_relu_offsets(const tt_node *node) {
+    if (!node || strcmp(node->op, "experts_relu") != 0) return NULL;
+    return ((const experts_ctx *)node->ctx)->off;
+}
