@@ -35,8 +35,13 @@
  * threads (omp_set_num_threads before each step), and each block gives the ratio
  * (B1 + B2) / (A1 + A2). Runs minutes apart can land in different spells of a shared
  * host (its speed drifts by 10-35% here); steps interleaved like this see the same ones,
- * and the ABBA order cancels a drift that is linear over a block. Stops once `budget`
- * seconds have passed (at least 3 blocks) or after `steps` blocks. Output:
+ * and the ABBA order cancels a drift that is linear over a block. A timed step on more
+ * threads than the step before it is preceded by one untimed step on its own count (a
+ * settling step): on the 2-vCPU VMs here the first step after the second thread sat idle
+ * for a whole 1-thread step ran ~8% slower than the next one (medium, fourteenth session:
+ * its first parallel region waited 25-29 ms for the second thread to start), which a
+ * training run on a fixed thread count never pays. Stops once `budget` seconds have
+ * passed (at least 3 blocks) or after `steps` blocks. Output:
  *   SCALING impl=tinytorch config=... threads=A,B blocks=... ratio=... (median of the
  *           blocks' ratios) ratio_p25=... ratio_p75=... ms_a=... ms_b=... (medians)
  *   LOSSES  impl=tinytorch config=... threads=A,B ...  (the same bits as on A threads)
@@ -291,7 +296,7 @@ static void arm_print(const arm_table *t, int ta, int tb, int max_rows) {
 static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
                          double budget, int profile_rows) {
     const bench_config *bc = r->bc;
-    const int total = 2 * warmup + 4 * max_blocks;
+    const int total = 2 * warmup + 6 * max_blocks; /* (4 timed and at most 2 settling) */
     float *losses = calloc((size_t)total, sizeof *losses);
     double *ratio = calloc((size_t)max_blocks, sizeof *ratio);
     double *ms_a = calloc((size_t)2 * max_blocks, sizeof *ms_a);
@@ -307,7 +312,9 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
         const int order[4] = {ta, tb, tb, ta};
         double t[4];
         for (int i = 0; i < 4; i++) {
+            const int before = i ? order[i - 1] : (blocks ? ta : tb); /* (warm-up ends on B) */
             set_threads(order[i]);
+            if (order[i] > before) train_step(r, &losses[done++]); /* settling, untimed */
             if (profile_rows > 0) tt_profile_start();
             t[i] = train_step(r, &losses[done++]);
             tt_profile_stop();
@@ -324,8 +331,8 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     const double rq = median_of(ratio, blocks); /* (sorts ratio: quartiles below) */
     printf("tinytorch %s, steps alternating %d / %d threads (gemm kernel %s)\n", bc->name, ta,
            tb, tt_gemm_kernel());
-    printf("  %d warm-up steps on each, then %d blocks of 4 (A B B A); ms/step median %.2f on"
-           " %d, %.2f on %d\n",
+    printf("  %d warm-up steps on each, then %d blocks of 4 (A B B A, and an untimed step"
+           " before each switch to more threads); ms/step median %.2f on %d, %.2f on %d\n",
            warmup, blocks, med_a, ta, med_b, tb);
     printf("  a %d-thread step takes %.3f of a %d-thread one (median of the blocks; quartiles"
            " %.3f-%.3f): %.2fx\n",
