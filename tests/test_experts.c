@@ -173,6 +173,27 @@ START_TEST(test_experts_matches_ops) {
 }
 END_TEST
 
+/* No rows at all (every expert idle): an empty output, and a backward that adds nothing */
+START_TEST(test_experts_no_rows) {
+    tt_tensor *in[2 + 4 * MAX_E];
+    const int k = make_inputs(in, 2, 4, 3, 5, 1.0f);
+    tt_tensor *idx = tt_from_ids(TT_SHAPE(0), NULL);
+    const int off[3] = {0, 0, 0};
+    tt_tensor *y = tt_experts_relu(in[0], idx, 2, off, in + 1, in + 5, in + 3, in + 7);
+    ck_assert_int_eq(y->ndim, 2);
+    ck_assert_int_eq(y->shape[0], 0);
+    ck_assert_int_eq(y->shape[1], 3);
+    tt_backward(tt_add(tt_sum_all(y), tt_sum_all(in[0])));
+    for (int i = 0; i < 12; i++) ck_assert_float_eq(in[0]->grad[i], 1.0f);
+    for (int i = 1; i < k; i++)
+        for (size_t q = 0; in[i]->grad && q < in[i]->size; q++)
+            ck_assert_float_eq(in[i]->grad[q], 0.0f);
+    tt_tape_reset();
+    tt_free(idx);
+    free_inputs(in, k);
+}
+END_TEST
+
 START_TEST(test_experts_errors) {
     tt_tensor *in[2 + 4 * MAX_E];
     const int k = make_inputs(in, 2, 4, 3, 5, 1.0f);
@@ -203,6 +224,7 @@ static Suite *experts_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_experts_grad);
     tcase_add_test(tc, test_experts_matches_ops);
+    tcase_add_test(tc, test_experts_no_rows);
     tcase_add_test(tc, test_experts_errors);
     suite_add_tcase(s, tc);
     return s;

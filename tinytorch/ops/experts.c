@@ -17,21 +17,21 @@
  * experts (the largest first) and runs their products on its own core, where op by op
  * every product would be shared by both threads - its operands crossing between the
  * cores' caches, a barrier or a claim per product. Measured on the Zen 5 of the
- * fourteenth session (scratch grp2.c, 2 threads, each expert's operands its own): the
- * small model's experts, forward 1.76x -> 1.95x of one thread, backward (the products as
- * pairs) 1.55x -> 1.96x; the medium model's 1.85x -> 1.95x and 1.61x -> 1.93x.
+ * fourteenth session, 2 threads: the experts alone (each expert's operands its own),
+ * forward 1.76x -> 1.95x of one thread for the small model's, 1.85x -> 1.95x for the
+ * medium's; backward (op by op: the products as pairs) 1.55-1.61x -> 1.93-1.96x; whole
+ * training steps (in-process ABBA against the op-by-op loop) toy 0.86, small 0.92,
+ * medium 0.92 of the time; one thread unchanged. bench/README.md has the details.
  *
  * Every product is the one the op-by-op path computes (tt_gemm / tt_gemm_bias with the
  * same shapes, strides and beta; a product's bits do not depend on its thread count),
  * the bias sums run over rows in order, and dx receives the experts' rows in the order
  * the op-by-op backward would add them (last expert first): the results are bit for bit
  * those of index_select + affine_relu + affine per expert, for any thread count
- * (tests/test_moe.c checks both).
+ * (tests/test_experts.c checks both).
  */
 #include "../internal.h"
 #include "../kernels/gemm.h"
-
-#include <limits.h>
 
 /* Multiply-adds below which the experts stay on one thread (as tt_gemm would keep their
  * products: a parallel region costs a few microseconds). */
@@ -160,12 +160,12 @@ static void experts_backward(tt_node *nd) {
     tt_tensor *x = nd->in[0], *idx = nd->in[1];
     /* every buffer first, on this thread (the arena and the gradients are not for
      * threads): per expert its parameters' gradients, then dX and the threads' scratch */
-    const void **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
+    const float **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
     float **grads = tt_arena_alloc((size_t)4 * n * sizeof *grads);
     bool *fresh = tt_arena_alloc((size_t)2 * n * sizeof *fresh);
-    bwd_job j = {.c = c, .g = nd->out->grad, .w1 = (const float **)pp, .w2 = (const float **)pp + n,
-                 .gw1 = grads, .gw2 = grads + n, .gb1 = grads + 2 * n, .gb2 = grads + 3 * n,
-                 .fresh1 = fresh, .fresh2 = fresh + n};
+    bwd_job j = {.c = c, .g = nd->out->grad, .w1 = pp, .w2 = pp + n, .gw1 = grads,
+                 .gw2 = grads + n, .gb1 = grads + 2 * n, .gb2 = grads + 3 * n, .fresh1 = fresh,
+                 .fresh2 = fresh + n};
     for (int e = 0; e < n; e++) {
         tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e);
         j.w1[e] = w1_of(nd, e)->data;
