@@ -101,16 +101,18 @@ START_TEST(test_experts_grad) {
 END_TEST
 
 /* y and every gradient (x, then each weight) after one backward of sum(seed * f(...)) on
- * `threads` threads: malloc'd copies, y first */
-static float **run(tt_gradcheck_fn f, ex_case *c, tt_tensor **in, int n_in, int threads,
+ * `threads` threads: malloc'd copies, y first. The gradients start as none (as a training
+ * step's do), so that each first writer gets a buffer still holding the last run's
+ * values and must overwrite it. */
+static float **run(tt_gradcheck_fn f, void *user, tt_tensor **in, int n_in, int threads,
                    size_t *y_size) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #else
     (void)threads;
 #endif
-    for (int i = 0; i < n_in; i++) tt_zero_grad(in[i]);
-    tt_tensor *y = f(in, c);
+    for (int i = 0; i < n_in; i++) tt_grad_to_none(in[i]);
+    tt_tensor *y = f(in, user);
     float *seed = malloc(y->size * sizeof(float));
     for (size_t i = 0; i < y->size; i++) seed[i] = (float)((int)(i % 7) - 3) * 0.25f;
     tt_backward_seed(y, seed);
@@ -173,6 +175,88 @@ START_TEST(test_experts_matches_ops) {
 }
 END_TEST
 
+/* One tensor passed more than once: A is the w1 of experts 0 and 2 and the w2 of expert
+ * 1 (dim = hidden), E both weights of expert 3, p the b1 of experts 0 and 1. Their gradients sum every use, as op by
+ * op; large enough (4 experts x 64 rows x 64 x 64) that two threads would take the
+ * experts one each, were it not for the repeats. */
+typedef struct shared_case {
+    tt_tensor *idx;
+    const int *off;
+} shared_case;
+
+/* in[] = x, A, B, C, D, E, p, q, r, s2 (the b2 of all four experts) */
+static void shared_args(tt_tensor *const *in, tt_tensor **w1, tt_tensor **w2, tt_tensor **b1,
+                        tt_tensor **b2) {
+    tt_tensor *A = in[1], *B = in[2], *C = in[3], *D = in[4], *E = in[5];
+    w1[0] = A, w1[1] = B, w1[2] = A, w1[3] = E;
+    w2[0] = C, w2[1] = A, w2[2] = D, w2[3] = E;
+    b1[0] = in[6], b1[1] = in[6], b1[2] = in[7], b1[3] = in[8];
+    for (int e = 0; e < 4; e++) b2[e] = in[9];
+}
+
+static tt_tensor *f_shared(tt_tensor *const *in, void *user) {
+    const shared_case *c = user;
+    tt_tensor *w1[4], *w2[4], *b1[4], *b2[4];
+    shared_args(in, w1, w2, b1, b2);
+    return tt_experts_relu(in[0], c->idx, 4, c->off, w1, b1, w2, b2);
+}
+
+static tt_tensor *f_shared_composed(tt_tensor *const *in, void *user) {
+    const shared_case *c = user;
+    tt_tensor *w1[4], *w2[4], *b1[4], *b2[4], *ys[4];
+    shared_args(in, w1, w2, b1, b2);
+    for (int e = 0; e < 4; e++) {
+        const int rows = c->off[e + 1] - c->off[e];
+        tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(rows));
+        memcpy(ti->data, tt_ids(c->idx) + c->off[e], (size_t)rows * sizeof(int32_t));
+        ys[e] = tt_affine(tt_affine_relu(tt_index_select(in[0], ti), w1[e], b1[e]), w2[e], b2[e]);
+    }
+    return tt_concat(4, ys, 0);
+}
+
+START_TEST(test_experts_shared_weights) {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+#endif
+    enum { N = 128, D = 64 };
+    tt_manual_seed(11);
+    int32_t ids[4 * 64];
+    const int off[5] = {0, 64, 128, 192, 256};
+    for (int r = 0; r < 256; r++) ids[r] = (r * 37 + r / 64) % N;
+    tt_tensor *idx = tt_from_ids(TT_SHAPE(256), ids);
+    tt_tensor *in[10];
+    in[0] = tt_set_name(tt_test_param(TT_SHAPE(N, D), -1, 1), "x");
+    for (int i = 1; i <= 5; i++)
+        in[i] = tt_set_name(tt_test_param(TT_SHAPE(D, D), -0.2f, 0.2f), "W%d", i);
+    for (int i = 6; i <= 9; i++)
+        in[i] = tt_set_name(tt_test_param(TT_SHAPE(D), -0.2f, 0.2f), "b%d", i);
+    shared_case c = {idx, off};
+    size_t ny;
+    float **ref = run(f_shared_composed, &c, in, 10, 1, &ny);
+    for (int rep = 0; rep < 9; rep++) { /* 1 thread, then 2 threads 8 times (were two
+                                         * experts to write one buffer at once, the
+                                         * outcome would depend on their timing) */
+        const int threads = rep ? 2 : 1;
+        float **got = run(f_shared, &c, in, 10, threads, &ny);
+        ck_assert_float_eq(tt_test_maxdiff(got[0], ref[0], ny), 0.0f);
+        for (int i = 0; i < 10; i++) { /* the uses may add up in another order */
+            float scale = 0.0f;
+            for (size_t q = 0; q < in[i]->size; q++) scale = fmaxf(scale, fabsf(ref[1 + i][q]));
+            ck_assert_msg(tt_test_maxdiff(got[1 + i], ref[1 + i], in[i]->size) <= 1e-5f * scale,
+                          "gradient of '%s' differs from the ops', %d threads", in[i]->name,
+                          threads);
+        }
+        free_run(got, 10);
+    }
+    free_run(ref, 10);
+    for (int i = 0; i < 10; i++) tt_free(in[i]);
+    tt_free(idx);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+END_TEST
+
 /* No rows at all (every expert idle): an empty output, and a backward that adds nothing */
 START_TEST(test_experts_no_rows) {
     tt_tensor *in[2 + 4 * MAX_E];
@@ -224,6 +308,7 @@ static Suite *experts_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_experts_grad);
     tcase_add_test(tc, test_experts_matches_ops);
+    tcase_add_test(tc, test_experts_shared_weights);
     tcase_add_test(tc, test_experts_no_rows);
     tcase_add_test(tc, test_experts_errors);
     suite_add_tcase(s, tc);

@@ -33,6 +33,9 @@
 #include "../internal.h"
 #include "../kernels/gemm.h"
 
+#include <stdint.h>
+#include <stdlib.h>
+
 /* Multiply-adds below which the experts stay on one thread (as tt_gemm would keep their
  * products: a parallel region costs a few microseconds). */
 #define EXPERTS_PAR_MIN ((size_t)1 << 20)
@@ -154,12 +157,34 @@ static void backward_expert(void *p, int e, int slot) {
                 j->gw1[e], dim);
 }
 
+static int cmp_ptr(const void *a, const void *b) {
+    const uintptr_t x = (uintptr_t)*(tt_tensor *const *)a, y = (uintptr_t)*(tt_tensor *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether a tensor is passed twice (x and the weights; idx aside): the same weight for
+ * two experts, or as an expert's w1 and w2. Then two experts would write one gradient
+ * buffer, so they take turns on one thread (as op by op). */
+static bool inputs_repeat(const tt_node *nd) {
+    tt_tensor **t = tt_arena_alloc((size_t)nd->n_in * sizeof *t);
+    int k = 0;
+    for (int i = 0; i < nd->n_in; i++)
+        if (i != 1) t[k++] = nd->in[i];
+    qsort(t, (size_t)k, sizeof *t, cmp_ptr);
+    for (int i = 1; i < k; i++)
+        if (t[i] == t[i - 1]) return true;
+    return false;
+}
+
 static void experts_backward(tt_node *nd) {
     const experts_ctx *c = nd->ctx;
     const int n = c->n, dim = c->dim, T = c->off[n];
     tt_tensor *x = nd->in[0], *idx = nd->in[1];
     /* every buffer first, on this thread (the arena and the gradients are not for
-     * threads): per expert its parameters' gradients, then dX and the threads' scratch */
+     * threads): per expert its parameters' gradients - dW2's before dW1's, the order the
+     * products write them in, so that of a weight passed twice the first writer gets a
+     * new buffer to overwrite and the second adds to it - then dX and the threads'
+     * scratch */
     const float **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
     float **grads = tt_arena_alloc((size_t)4 * n * sizeof *grads);
     bool *fresh = tt_arena_alloc((size_t)2 * n * sizeof *fresh);
@@ -170,17 +195,21 @@ static void experts_backward(tt_node *nd) {
         tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e);
         j.w1[e] = w1_of(nd, e)->data;
         j.w2[e] = w2_of(nd, n, e)->data;
-        j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
+        if (c->off[e + 1] == c->off[e]) { /* no rows: no gradient, as if not called */
+            j.gb2[e] = j.gw2[e] = j.gb1[e] = j.gw1[e] = NULL;
+            continue;
+        }
+        j.gb2[e] = b2 ? tt_grad_acc(b2) : NULL;
         j.gw2[e] = tt_grad_acc_fresh(w2_of(nd, n, e), &j.fresh2[e]);
         j.gb1[e] = b1 ? tt_grad_acc(b1) : NULL;
-        j.gb2[e] = b2 ? tt_grad_acc(b2) : NULL;
+        j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
     }
     float *gx = tt_grad_acc(x);
     j.gxs = gx ? tt_arena_grad_alloc((size_t)T * dim) : NULL;
     int rows_max = 0;
     for (int e = 0; e < n; e++)
         if (c->off[e + 1] - c->off[e] > rows_max) rows_max = c->off[e + 1] - c->off[e];
-    const int nt = experts_threads(c);
+    const int nt = inputs_repeat(nd) ? 1 : experts_threads(c);
     /* (a multiple of 16 floats: each thread's scratch on its own cache lines) */
     j.scratch_per = ((size_t)rows_max * c->hidden + 15) / 16 * 16;
     j.scratch = tt_arena_grad_alloc(j.scratch_per * (size_t)nt);
