@@ -17,6 +17,8 @@
  *   out[n] = sum_k w[n, k] * (row of Y_{idx[n,k]} computed for token n)   (combine)
  * so the work is N*K expert rows, independent of E; the backward of index_select
  * scatters the gradients back to the tokens, that of combine to the Y_e and the weights.
+ * ReLU experts (the seed's) run all at once as one op, tt_experts_relu (ops/experts.c):
+ * the same numbers, each thread taking whole experts; SwiGLU experts run op by op.
  */
 #include "moe.h"
 
