@@ -44,7 +44,7 @@ static tt_tensor *f_composed(tt_tensor *const *in, void *user) {
     return tt_concat(m, ys, 0);
 }
 
-/* x [N, dim] and n experts' weights (uniform in [-s, s]), 2 + 4n tensors into in[] */
+/* x [N, dim] and n experts' weights (uniform in [-s, s]): 1 + 4n tensors into in[] */
 static int make_inputs(tt_tensor **in, int n, int N, int dim, int hid, float s) {
     int k = 0;
     in[k++] = tt_set_name(tt_test_param(TT_SHAPE(N, dim), -1, 1), "x");
