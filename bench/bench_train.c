@@ -308,13 +308,14 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
         train_step(r, &losses[done++]);
     }
     double timed_sec = 0;
+    int last = warmup ? tb : ta; /* the thread count of the step before */
     while (blocks < max_blocks && !(blocks >= 3 && timed_sec > budget)) {
         const int order[4] = {ta, tb, tb, ta};
         double t[4];
         for (int i = 0; i < 4; i++) {
-            const int before = i ? order[i - 1] : (blocks ? ta : tb); /* (warm-up ends on B) */
             set_threads(order[i]);
-            if (order[i] > before) train_step(r, &losses[done++]); /* settling, untimed */
+            if (order[i] > last) train_step(r, &losses[done++]); /* settling, untimed */
+            last = order[i];
             if (profile_rows > 0) tt_profile_start();
             t[i] = train_step(r, &losses[done++]);
             tt_profile_stop();

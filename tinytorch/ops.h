@@ -80,8 +80,8 @@ tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src)
  * w1[e] [hidden, dim], w2[e] [dim, hidden]; b1, b2: arrays of n biases, or NULL (none).
  * The same bits as tt_index_select, tt_affine_relu and tt_affine per expert; with
  * several threads each takes whole experts (ops/experts.c says why). A tensor passed
- * twice (weights shared between experts) gets the sum of its uses' gradients, its
- * experts' backward then on one thread. An expert with no rows gives its weights no
+ * twice (weights shared between experts) gets the sum of its uses' gradients, the same
+ * bits as op by op too (its experts' backward then runs on one thread). An expert with no rows gives its weights no
  * gradient (as if it had not run). On the tape: one
  * node "experts_relu", in[] = x, idx, w1[0..n), w2[0..n), then the b1 and the b2 if
  * given; node->i[0] = n, i[1] = hidden, i[2] / i[3]: whether b1 / b2 were given. */

@@ -368,11 +368,11 @@ static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *b
     return out;
 }
 
-/* The busy experts (ReLU) of one routing in one tt_experts_relu: expert e's rows are
- * tokens tok[start[e] .. start[e+1]). ys[0] = its output [N*K, dim] in that order;
- * returns 1 (one output tensor). */
-static int experts_relu(const tt_moe *m, tt_tensor *xf, const int *counts, const int *start,
-                        const int32_t *tok, tt_tensor **ys) {
+/* The busy experts (ReLU) of one routing in one tt_experts_relu, the same numbers as
+ * the loop of tt_moe_forward: expert e's rows are tokens tok[start[e] .. start[e+1]), and
+ * so are its rows of the output [N*K, dim]. */
+static tt_tensor *experts_relu(const tt_moe *m, tt_tensor *xf, const int *counts,
+                               const int *start, const int32_t *tok) {
     const int E = m->cfg.gate.n_experts, T = start[E];
     tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(T));
     memcpy(ti->data, tok, (size_t)T * sizeof *tok);
@@ -392,8 +392,7 @@ static int experts_relu(const tt_moe *m, tt_tensor *xf, const int *counts, const
     }
     off[n] = T;
     const bool bias1 = b1[0] != NULL, bias2 = b2[0] != NULL;
-    ys[0] = tt_experts_relu(xf, ti, n, off, w1, bias1 ? b1 : NULL, w2, bias2 ? b2 : NULL);
-    return 1;
+    return tt_experts_relu(xf, ti, n, off, w1, bias1 ? b1 : NULL, w2, bias2 ? b2 : NULL);
 }
 
 tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routing *routing_out) {
@@ -416,8 +415,11 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     memcpy(fill, start, (size_t)E * sizeof *fill);
     int32_t *tok = tt_arena_alloc((size_t)N * K * sizeof *tok);
     const int32_t *idx = tt_ids(r.indices);
-    /* pair p = (token p / K, slot p % K) is row row_of[p] of busy expert busy_of[p]'s
-     * output (busy experts numbered in expert order) */
+    /* ReLU experts run as one op with one output, the pairs' rows in sorted order; other
+     * experts one by one, each with an output of its own rows */
+    const bool one_op = m->experts[0].kind == TT_FFN_RELU;
+    /* pair p = (token p / K, slot p % K) is row row_of[p] of output busy_of[p] (the busy
+     * experts numbered in expert order; output 0 for all, with one op) */
     int *busy = tt_arena_alloc((size_t)E * sizeof *busy);
     for (int e = 0, b = 0; e < E; e++) busy[e] = r.counts[e] ? b++ : -1;
     int32_t *pair = tt_arena_alloc((size_t)2 * N * K * sizeof *pair);
@@ -425,21 +427,15 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     for (int p = 0; p < N * K; p++) {
         int e = idx[p], pos = fill[e]++;
         tok[pos] = p / K;
-        busy_of[p] = busy[e];
-        row_of[p] = pos - start[e];
+        busy_of[p] = one_op ? 0 : busy[e];
+        row_of[p] = one_op ? pos : pos - start[e];
     }
 
     /* each busy expert runs once on its rows; combine() sums their weighted outputs */
     tt_tensor **ys = tt_arena_alloc((size_t)E * sizeof *ys);
     int n_busy = 0;
-    if (m->experts[0].kind == TT_FFN_RELU) {
-        /* ReLU experts: all in one op, the same numbers as the loop below (its rows in
-         * sorted order: pair p is row start[e] + row_of[p] of the one output) */
-        n_busy = experts_relu(m, xf, r.counts, start, tok, ys);
-        for (int p = 0; p < N * K; p++) {
-            row_of[p] += start[idx[p]];
-            busy_of[p] = 0;
-        }
+    if (one_op) {
+        ys[n_busy++] = experts_relu(m, xf, r.counts, start, tok); /* [N*K, dim] */
     } else {
         for (int e = 0; e < E; e++) {
             int c = r.counts[e];

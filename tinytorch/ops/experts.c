@@ -69,8 +69,10 @@ static int experts_threads(const experts_ctx *c) {
 }
 
 /* Runs task(job, e, slot) for every expert: on nt threads, each claiming the next
- * expert of c->order (largest first, so that what is left at the end is small), or in
- * order on the caller (nt = 1) - the bits are the same. slot (0 .. nt - 1) numbers the
+ * expert of c->order (largest first, so that what is left at the end is small), or on
+ * the caller (nt = 1), last expert first - the order of the op-by-op backward, which
+ * matters only where two experts write one gradient (a tensor passed twice: then the
+ * backward runs here, with the same bits as op by op). slot (0 .. nt - 1) numbers the
  * thread, for its scratch. */
 typedef void (*expert_task)(void *job, int e, int slot);
 typedef struct each_job {
@@ -89,7 +91,7 @@ static void each_range(void *ctx, long t0, long t1) {
 
 static void for_each_expert(const experts_ctx *c, int nt, expert_task task, void *job) {
     if (nt <= 1) {
-        for (int e = 0; e < c->n; e++) task(job, e, 0);
+        for (int e = c->n - 1; e >= 0; e--) task(job, e, 0);
         return;
     }
     each_job j = {c, task, job, 0};
@@ -181,17 +183,17 @@ static void experts_backward(tt_node *nd) {
     const int n = c->n, dim = c->dim, T = c->off[n];
     tt_tensor *x = nd->in[0], *idx = nd->in[1];
     /* every buffer first, on this thread (the arena and the gradients are not for
-     * threads): per expert its parameters' gradients - dW2's before dW1's, the order the
-     * products write them in, so that of a weight passed twice the first writer gets a
-     * new buffer to overwrite and the second adds to it - then dX and the threads'
-     * scratch */
+     * threads): per expert its parameters' gradients, in the order the products write
+     * them (last expert first, dW2 before dW1), so that of a weight passed twice the
+     * first writer gets a new buffer to overwrite and the others add to it; then dX and
+     * the threads' scratch */
     const float **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
     float **grads = tt_arena_alloc((size_t)4 * n * sizeof *grads);
     bool *fresh = tt_arena_alloc((size_t)2 * n * sizeof *fresh);
     bwd_job j = {.c = c, .g = nd->out->grad, .w1 = pp, .w2 = pp + n, .gw1 = grads,
                  .gw2 = grads + n, .gb1 = grads + 2 * n, .gb2 = grads + 3 * n, .fresh1 = fresh,
                  .fresh2 = fresh + n};
-    for (int e = 0; e < n; e++) {
+    for (int e = n - 1; e >= 0; e--) {
         tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e);
         j.w1[e] = w1_of(nd, e)->data;
         j.w2[e] = w2_of(nd, n, e)->data;
