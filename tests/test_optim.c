@@ -5,6 +5,7 @@
 #include "optim/optim.h"
 
 #include <math.h>
+#include <omp.h>
 
 /* ---- a fixed parameter/gradient sequence, replayed against torch ------------------------
  * w0 = [0.5, -1, 0.25, 2, -0.75]; at step t = 1..5 the gradient is, per element k,
@@ -124,6 +125,57 @@ START_TEST(test_adamw_matches_torch) {
     check_against(o, w, REF_ADAMW, "adamw(lr 1e-2, betas (0.9, 0.95), wd 0.1)");
     tt_optim_free(o);
     tt_params_free(&p);
+}
+END_TEST
+
+/* The update of a large parameter is cut into chunks shared between threads, together
+ * with the other parameters' chunks (optim.c, tt_optim_step). Parameters: "big" (5 x 60001
+ * elements: many chunks and a partial last one, above the threshold for threads) and
+ * "w" (5). big[k] starts as W0[k % 5] and gets w's gradient pattern, so after every step
+ * each big[k] must equal w[k % 5] bit for bit (a chunk updated at a wrong offset, or
+ * with another chunk's state, breaks that), and the weights after 1 and 2 threads must be
+ * the same bits. For SGD (plain; momentum with Nesterov and weight decay) and AdamW. */
+static void fill_tiled_grad(tt_tensor *big, tt_tensor *w, int t) {
+    fill_grad(w, t);
+    float *g = tt_grad_ensure(big);
+    for (size_t k = 0; k < big->size; k++) g[k] = w->grad[k % NW];
+}
+
+static float *run_tiled(int kind, int threads) {
+    omp_set_num_threads(threads);
+    tt_params p = {0};
+    tt_tensor *w = make_w(&p);
+    tt_tensor *big = tt_param_new(&p, TT_SHAPE(NW, 60001), "big");
+    for (size_t k = 0; k < big->size; k++) big->data[k] = W0[k % NW];
+    tt_optim *o = kind == 0   ? tt_optim_sgd(&p, 0.1f, 0.0f, 0.0f, false)
+                  : kind == 1 ? tt_optim_sgd(&p, 0.1f, 0.9f, 0.01f, true)
+                              : tt_optim_adamw(&p, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f);
+    for (int t = 1; t <= NSTEPS; t++) {
+        fill_tiled_grad(big, w, t);
+        tt_optim_step(o);
+        for (size_t k = 0; k < big->size; k++)
+            ck_assert_msg(memcmp(&big->data[k], &w->data[k % NW], sizeof(float)) == 0,
+                          "optimizer %d, %d thread(s), step %d: big[%zu] = %.9g, w[%zu] = %.9g",
+                          kind, threads, t, k, (double)big->data[k], k % NW,
+                          (double)w->data[k % NW]);
+    }
+    float *out = malloc(big->size * sizeof(float));
+    memcpy(out, big->data, big->size * sizeof(float));
+    tt_optim_free(o);
+    tt_params_free(&p);
+    return out;
+}
+
+START_TEST(test_chunks_and_threads_same_bits) {
+    const int saved = omp_get_max_threads();
+    for (int kind = 0; kind < 3; kind++) {
+        float *one = run_tiled(kind, 1), *two = run_tiled(kind, 2);
+        ck_assert_msg(memcmp(one, two, (size_t)NW * 60001 * sizeof(float)) == 0,
+                      "optimizer %d: 1 and 2 threads give different weights", kind);
+        free(one);
+        free(two);
+    }
+    omp_set_num_threads(saved);
 }
 END_TEST
 
@@ -393,6 +445,7 @@ static Suite *optim_suite(void) {
     tcase_add_test(tc, test_sgd_momentum_matches_torch);
     tcase_add_test(tc, test_sgd_nesterov_matches_torch);
     tcase_add_test(tc, test_adamw_matches_torch);
+    tcase_add_test(tc, test_chunks_and_threads_same_bits);
     tcase_add_test(tc, test_plain_sgd_by_hand);
     tcase_add_test(tc, test_state_names_and_skipping);
     tcase_add_test(tc, test_invalid_hyperparameters);

@@ -13,9 +13,9 @@
 
 #define OPT_SRC ((tt_src){__FILE__, __LINE__})
 
-/* Below this many elements a parameter is updated by one thread (a parallel region
- * costs about as much as updating 100 K floats once its threads sleep between regions). */
-#define SGD_PAR_MIN (1LL << 18)
+/* Below this many elements in all, a step runs on one thread (a parallel region costs
+ * about as much as updating 100 K floats once its threads sleep between regions). */
+#define OPT_PAR_MIN ((size_t)1 << 18)
 
 /* "optim.<kind>.<param name>" into name[TT_NAME_LEN]; stops if it does not fit. */
 static void state_name(char *name, const char *kind, const tt_tensor *p) {
@@ -121,49 +121,88 @@ TT_CLONES static void sgd_chunk(float *restrict x, const float *restrict gr, flo
     }
 }
 
-#define SGD_CHUNK 16384
-typedef struct sgd_job {
-    const tt_optim *o;
-    float *x, *b;
-    const float *gr;
-} sgd_job;
-
-static void sgd_piece(void *ctx, size_t off, size_t len) {
-    const sgd_job *j = ctx;
-    sgd_chunk(j->x + off, j->gr + off, j->b ? j->b + off : NULL, len, j->o->lr,
-              j->o->weight_decay, j->o->momentum, j->o->nesterov);
-}
-
-static void sgd_update(const tt_optim *o, tt_tensor *w, tt_tensor *buf) {
-    sgd_job j = {o, w->data, buf ? buf->data : NULL, w->grad};
-    /* element-wise, each element by one thread: the same bits for any thread count */
-    tt_parallel_chunks(w->size, SGD_CHUNK, SGD_PAR_MIN, sgd_piece, &j);
-}
-
 /* AdamW, per element (torch.optim.AdamW, t = step count after increment):
  *   w = w * (1 - lr * wd)
  *   m = b1 * m + (1 - b1) * g
  *   v = b2 * v + (1 - b2) * g * g
- *   w = w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)                   */
-static void adamw_update(const tt_optim *o, tt_tensor *w, tt_tensor *m, tt_tensor *v) {
+ *   w = w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * with the scalars below computed once per step (double, rounded once). */
+typedef struct adamw_coef {
+    float step_size, bc2_sqrt, decay, b1, b2, c1, c2, eps;
+    bool wd;
+} adamw_coef;
+
+static adamw_coef adamw_coefs(const tt_optim *o) {
     const double t = (double)o->step;
     const double bc1 = 1.0 - pow((double)o->beta1, t);
     const double bc2 = 1.0 - pow((double)o->beta2, t);
-    const float step_size = (float)((double)o->lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float decay = (float)(1.0 - (double)o->lr * (double)o->weight_decay);
-    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-    const float c1 = (float)(1.0 - (double)b1), c2 = (float)(1.0 - (double)b2);
-    float *restrict x = w->data, *restrict mm = m->data, *restrict vv = v->data;
-    const float *restrict gr = w->grad;
-    const size_t n = w->size;
+    return (adamw_coef){.step_size = (float)((double)o->lr / bc1),
+                        .bc2_sqrt = (float)sqrt(bc2),
+                        .decay = (float)(1.0 - (double)o->lr * (double)o->weight_decay),
+                        .b1 = o->beta1,
+                        .b2 = o->beta2,
+                        .c1 = (float)(1.0 - (double)o->beta1),
+                        .c2 = (float)(1.0 - (double)o->beta2),
+                        .eps = o->eps,
+                        .wd = o->weight_decay != 0.0f};
+}
+
+static void adamw_chunk(float *restrict x, const float *restrict gr, float *restrict mm,
+                        float *restrict vv, size_t n, const adamw_coef *c) {
     for (size_t k = 0; k < n; k++) {
         const float g = gr[k];
-        if (o->weight_decay != 0.0f) x[k] = x[k] * decay;
-        mm[k] = b1 * mm[k] + c1 * g;
-        vv[k] = b2 * vv[k] + c2 * (g * g);
-        const float denom = sqrtf(vv[k]) / bc2_sqrt + eps;
-        x[k] = x[k] - step_size * (mm[k] / denom);
+        if (c->wd) x[k] = x[k] * c->decay;
+        mm[k] = c->b1 * mm[k] + c->c1 * g;
+        vv[k] = c->b2 * vv[k] + c->c2 * (g * g);
+        const float denom = sqrtf(vv[k]) / c->bc2_sqrt + c->eps;
+        x[k] = x[k] - c->step_size * (mm[k] / denom);
+    }
+}
+
+/* ---- one step over all parameters -----------------------------------------------------
+ * Every parameter with a gradient is cut into chunks of OPT_CHUNK elements, and all the
+ * chunks of all the parameters form one list, split between the threads in one parallel
+ * region: a model's hundreds of parameters cost one region's start and end (not one
+ * region each), the small ones are shared out too, and AdamW runs on every thread as SGD
+ * does. Each element is updated by one thread with the serial arithmetic: the same bits
+ * for any thread count (tests/test_optim.c). */
+#define OPT_CHUNK 16384
+
+typedef struct opt_job {
+    const tt_optim *o;
+    int n;            /* parameters to update                                    */
+    int *param;       /* [n] their indices in o->params                          */
+    long *first;      /* [n + 1] first chunk of each in the list; first[n] = all  */
+    adamw_coef adam;
+} opt_job;
+
+static void opt_chunk(const opt_job *j, int k, size_t off) {
+    const tt_optim *o = j->o;
+    const int i = j->param[k];
+    tt_tensor *w = o->params->t[i];
+    const size_t len = w->size - off < OPT_CHUNK ? w->size - off : OPT_CHUNK;
+    float *b1 = o->slot1[i] ? o->slot1[i]->data + off : NULL;
+    if (o->kind == TT_OPTIM_SGD)
+        sgd_chunk(w->data + off, w->grad + off, b1, len, o->lr, o->weight_decay, o->momentum,
+                  o->nesterov);
+    else
+        adamw_chunk(w->data + off, w->grad + off, b1, o->slot2[i]->data + off, len, &j->adam);
+}
+
+static void opt_range(void *ctx, long c0, long c1) {
+    const opt_job *j = ctx;
+    /* the parameter holding chunk c0: the last k with first[k] <= c0 (binary search) */
+    int lo = 0, hi = j->n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (j->first[mid] <= c0)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    for (long c = c0; c < c1; c++) {
+        while (c >= j->first[lo + 1]) lo++;
+        opt_chunk(j, lo, (size_t)(c - j->first[lo]) * OPT_CHUNK);
     }
 }
 
@@ -172,15 +211,23 @@ void tt_optim_step(tt_optim *o) {
     tt_params *p = o->params;
     const int n = p->n < o->n_slots ? p->n : o->n_slots;
     const bool stateless = o->kind == TT_OPTIM_SGD && o->momentum == 0.0f;
+    opt_job j = {.o = o, .param = tt_xmalloc((size_t)(n + 1) * sizeof *j.param),
+                 .first = tt_xmalloc((size_t)(n + 1) * sizeof *j.first)};
+    if (o->kind == TT_OPTIM_ADAMW) j.adam = adamw_coefs(o);
+    size_t elems = 0;
+    j.first[0] = 0;
     for (int i = 0; i < n; i++) {
-        tt_tensor *w = p->t[i];
-        if (!w->requires_grad || !w->grad || w->dtype != TT_F32) continue;
+        const tt_tensor *w = p->t[i];
+        if (!w->requires_grad || !w->grad || w->dtype != TT_F32 || w->size == 0) continue;
         if (!stateless && !o->slot1[i]) continue; /* did not require grad at construction */
-        if (o->kind == TT_OPTIM_SGD)
-            sgd_update(o, w, o->slot1[i]);
-        else
-            adamw_update(o, w, o->slot1[i], o->slot2[i]);
+        j.param[j.n++] = i;
+        j.first[j.n] = j.first[j.n - 1] + (long)((w->size + OPT_CHUNK - 1) / OPT_CHUNK);
+        elems += w->size;
     }
+    const long chunks = j.first[j.n];
+    tt_parallel_for(chunks, tt_loop_threads(elems, OPT_PAR_MIN, chunks), opt_range, &j);
+    free(j.param);
+    free(j.first);
 }
 
 void tt_optim_zero_grad(tt_optim *o) { tt_params_zero_grad(o->params); }
