@@ -147,15 +147,21 @@ static adamw_coef adamw_coefs(const tt_optim *o) {
                         .wd = o->weight_decay != 0.0f};
 }
 
-static void adamw_chunk(float *restrict x, const float *restrict gr, float *restrict mm,
-                        float *restrict vv, size_t n, const adamw_coef *c) {
-    for (size_t k = 0; k < n; k++) {
+/* (vectorised like sgd_chunk: each lane the same IEEE operations as the scalar loop, sqrt
+ * and division correctly rounded, no contraction - the same bits) */
+TT_CLONES static void adamw_chunk(float *restrict x, const float *restrict gr,
+                                  float *restrict mm, float *restrict vv, size_t n,
+                                  const adamw_coef *c) {
+    /* (x * 1 is x, bit for bit: no weight decay multiplies by 1) */
+    const float decay = c->wd ? c->decay : 1.0f, b1 = c->b1, b2 = c->b2, c1 = c->c1,
+                c2 = c->c2, bc2_sqrt = c->bc2_sqrt, eps = c->eps, step = c->step_size;
+    VEC for (size_t k = 0; k < n; k++) {
         const float g = gr[k];
-        if (c->wd) x[k] = x[k] * c->decay;
-        mm[k] = c->b1 * mm[k] + c->c1 * g;
-        vv[k] = c->b2 * vv[k] + c->c2 * (g * g);
-        const float denom = sqrtf(vv[k]) / c->bc2_sqrt + c->eps;
-        x[k] = x[k] - c->step_size * (mm[k] / denom);
+        x[k] = x[k] * decay;
+        mm[k] = b1 * mm[k] + c1 * g;
+        vv[k] = b2 * vv[k] + c2 * (g * g);
+        const float denom = sqrtf(vv[k]) / bc2_sqrt + eps;
+        x[k] = x[k] - step * (mm[k] / denom);
     }
 }
 
