@@ -290,6 +290,59 @@ START_TEST(test_clip_grad_norm) {
 }
 END_TEST
 
+/* Clipping over many chunks (optim.c sums the squares chunk by chunk, on the threads):
+ * three parameters of 40000, 5 and 70001 elements with known values. The norm matches
+ * a plain double sum to float precision, the scaled gradients are g * coef bit for bit, and
+ * 1 and 2 threads give the same bits (norm and gradients). */
+static float clip_big(int threads, float **grads_out) {
+    omp_set_num_threads(threads);
+    tt_params p = {0};
+    const int sizes[3] = {40000, 5, 70001};
+    double want = 0.0;
+    for (int i = 0; i < 3; i++) {
+        tt_tensor *t = tt_param_new(&p, TT_SHAPE(sizes[i]), "p%d", i);
+        float *g = tt_grad_ensure(t);
+        for (int k = 0; k < sizes[i]; k++) {
+            g[k] = (float)((k * 37 + i * 11) % 101 - 50) * 0.01f;
+            want += (double)g[k] * (double)g[k];
+        }
+    }
+    want = sqrt(want);
+    const float norm = tt_clip_grad_norm(&p, 1.0f);
+    ck_assert_msg(fabs((double)norm - want) <= 1e-6 * want, "norm %.9g, plain sum %.9g",
+                  (double)norm, want);
+    const float coef = (float)(1.0 / (want + 1e-6));
+    size_t total = 0;
+    for (int i = 0; i < 3; i++) total += (size_t)sizes[i];
+    float *out = malloc(total * sizeof(float)), *o = out;
+    for (int i = 0; i < 3; i++) {
+        const tt_tensor *t = p.t[i];
+        for (int k = 0; k < sizes[i]; k++) {
+            const float g0 = (float)((k * 37 + i * 11) % 101 - 50) * 0.01f;
+            ck_assert_msg(t->grad[k] == g0 * coef, "p%d[%d] = %.9g, want %.9g", i, k,
+                          (double)t->grad[k], (double)(g0 * coef));
+        }
+        memcpy(o, t->grad, (size_t)sizes[i] * sizeof(float));
+        o += sizes[i];
+    }
+    tt_params_free(&p);
+    *grads_out = out;
+    return norm;
+}
+
+START_TEST(test_clip_grad_norm_chunks) {
+    const int saved = omp_get_max_threads();
+    float *g1, *g2;
+    const float n1 = clip_big(1, &g1), n2 = clip_big(2, &g2);
+    ck_assert_msg(memcmp(&n1, &n2, sizeof n1) == 0, "norm %.9g (1 thread), %.9g (2)",
+                  (double)n1, (double)n2);
+    ck_assert(memcmp(g1, g2, (size_t)(40000 + 5 + 70001) * sizeof(float)) == 0);
+    free(g1);
+    free(g2);
+    omp_set_num_threads(saved);
+}
+END_TEST
+
 START_TEST(test_lr_schedule) {
     tt_lr_schedule c = {TT_LR_CONSTANT, 3e-4f, 0.0f, 0, 0};
     ck_assert_float_eq(tt_lr_at(&c, 0), 3e-4f);
@@ -450,6 +503,7 @@ static Suite *optim_suite(void) {
     tcase_add_test(tc, test_state_names_and_skipping);
     tcase_add_test(tc, test_invalid_hyperparameters);
     tcase_add_test(tc, test_clip_grad_norm);
+    tcase_add_test(tc, test_clip_grad_norm_chunks);
     tcase_add_test(tc, test_lr_schedule);
     tcase_add_test(tc, test_grad_to_none_same_bits);
     tcase_add_test(tc, test_mlp_sgd_trains);

@@ -102,21 +102,27 @@ tt_optim *tt_optim_adamw(tt_params *p, float lr, float beta1, float beta2, float
  *   buf = mu * buf + g                      (buf starts at 0, so buf_1 = g as in torch)
  *   g = nesterov ? g + mu * buf : buf
  *   w = w - lr * g                                                                  */
-/* One chunk of the SGD update, vectorised (TT_CLONES, VEC). The plain step (no weight
- * decay, no momentum) is the common case and gets its own loop without branches. */
+/* One chunk of the SGD update, vectorised (TT_CLONES, VEC): each lane does the scalar
+ * loop's IEEE operations, so the bits do not depend on the vector width. The plain step
+ * (no weight decay, no momentum) is the common case and gets its own loop. */
 TT_CLONES static void sgd_chunk(float *restrict x, const float *restrict gr, float *restrict b,
                                 size_t n, float lr, float wd, float mu, bool nesterov) {
-    if (wd == 0.0f && !b) {
-        VEC for (size_t k = 0; k < n; k++) x[k] = x[k] - lr * gr[k];
+    if (!b) {
+        if (wd == 0.0f) {
+            VEC for (size_t k = 0; k < n; k++) x[k] = x[k] - lr * gr[k];
+        } else {
+            VEC for (size_t k = 0; k < n; k++) x[k] = x[k] - lr * (gr[k] + wd * x[k]);
+        }
         return;
     }
-    for (size_t k = 0; k < n; k++) {
+    /* (wd * x is added only when wd != 0: with wd = 0 an infinite x would give NaN) */
+    const bool decay = wd != 0.0f;
+    VEC for (size_t k = 0; k < n; k++) {
         float g = gr[k];
-        if (wd != 0.0f) g = g + wd * x[k];
-        if (b) {
-            b[k] = mu * b[k] + g;
-            g = nesterov ? g + mu * b[k] : b[k];
-        }
+        if (decay) g = g + wd * x[k];
+        const float buf = mu * b[k] + g;
+        b[k] = buf;
+        g = nesterov ? g + mu * buf : buf;
         x[k] = x[k] - lr * g;
     }
 }
@@ -171,22 +177,87 @@ TT_CLONES static void adamw_chunk(float *restrict x, const float *restrict gr,
  * region: a model's hundreds of parameters cost one region's start and end (not one
  * region each), the small ones are shared out too, and AdamW runs on every thread as SGD
  * does. Each element is updated by one thread with the serial arithmetic: the same bits
- * for any thread count (tests/test_optim.c). */
+ * for any thread count (tests/test_optim.c). Gradient clipping uses the same list. */
 #define OPT_CHUNK 16384
+
+typedef struct chunk_list {
+    int n;          /* tensors listed                                           */
+    int *param;     /* [n] their indices in the tt_params                       */
+    long *first;    /* [n + 1] first chunk of each; first[n] = number of chunks */
+    size_t elems;   /* elements in all                                          */
+} chunk_list;
+
+static void chunk_list_init(chunk_list *l, int max) {
+    *l = (chunk_list){.param = tt_xmalloc((size_t)(max + 1) * sizeof *l->param),
+                      .first = tt_xmalloc((size_t)(max + 1) * sizeof *l->first)};
+    l->first[0] = 0;
+}
+
+static void chunk_list_add(chunk_list *l, int i, size_t size) {
+    l->param[l->n++] = i;
+    l->first[l->n] = l->first[l->n - 1] + (long)((size + OPT_CHUNK - 1) / OPT_CHUNK);
+    l->elems += size;
+}
+
+static void chunk_list_free(chunk_list *l) {
+    free(l->param);
+    free(l->first);
+}
+
+/* The list position k of the tensor holding chunk c: the last k with first[k] <= c. */
+static int chunk_owner(const chunk_list *l, long c) {
+    int lo = 0, hi = l->n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (l->first[mid] <= c)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Runs fn(job, k, c, off, len) for the chunks c of the list, k the list position of its
+ * tensor, off the chunk's first element in it, len its length (size: tensor k's size),
+ * on as many threads as the elements justify. */
+typedef void (*chunk_task)(void *job, int k, long c, size_t off, size_t len);
+typedef struct chunk_run {
+    const chunk_list *l;
+    tt_tensor *const *t; /* the tt_params' tensors */
+    chunk_task fn;
+    void *job;
+} chunk_run;
+
+static void chunk_range(void *ctx, long c0, long c1) {
+    const chunk_run *r = ctx;
+    const chunk_list *l = r->l;
+    int k = chunk_owner(l, c0);
+    for (long c = c0; c < c1; c++) {
+        while (c >= l->first[k + 1]) k++;
+        const size_t off = (size_t)(c - l->first[k]) * OPT_CHUNK;
+        const size_t size = r->t[l->param[k]]->size;
+        r->fn(r->job, k, c, off, size - off < OPT_CHUNK ? size - off : OPT_CHUNK);
+    }
+}
+
+static void chunk_list_run(const chunk_list *l, tt_tensor *const *t, chunk_task fn, void *job) {
+    chunk_run r = {l, t, fn, job};
+    const long chunks = l->first[l->n];
+    tt_parallel_for(chunks, tt_loop_threads(l->elems, OPT_PAR_MIN, chunks), chunk_range, &r);
+}
 
 typedef struct opt_job {
     const tt_optim *o;
-    int n;            /* parameters to update                                    */
-    int *param;       /* [n] their indices in o->params                          */
-    long *first;      /* [n + 1] first chunk of each in the list; first[n] = all  */
+    const chunk_list *l;
     adamw_coef adam;
 } opt_job;
 
-static void opt_chunk(const opt_job *j, int k, size_t off) {
+static void opt_chunk(void *p, int k, long c, size_t off, size_t len) {
+    (void)c;
+    const opt_job *j = p;
     const tt_optim *o = j->o;
-    const int i = j->param[k];
+    const int i = j->l->param[k];
     tt_tensor *w = o->params->t[i];
-    const size_t len = w->size - off < OPT_CHUNK ? w->size - off : OPT_CHUNK;
     float *b1 = o->slot1[i] ? o->slot1[i]->data + off : NULL;
     if (o->kind == TT_OPTIM_SGD)
         sgd_chunk(w->data + off, w->grad + off, b1, len, o->lr, o->weight_decay, o->momentum,
@@ -195,45 +266,23 @@ static void opt_chunk(const opt_job *j, int k, size_t off) {
         adamw_chunk(w->data + off, w->grad + off, b1, o->slot2[i]->data + off, len, &j->adam);
 }
 
-static void opt_range(void *ctx, long c0, long c1) {
-    const opt_job *j = ctx;
-    /* the parameter holding chunk c0: the last k with first[k] <= c0 (binary search) */
-    int lo = 0, hi = j->n - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        if (j->first[mid] <= c0)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    for (long c = c0; c < c1; c++) {
-        while (c >= j->first[lo + 1]) lo++;
-        opt_chunk(j, lo, (size_t)(c - j->first[lo]) * OPT_CHUNK);
-    }
-}
-
 void tt_optim_step(tt_optim *o) {
     o->step++;
     tt_params *p = o->params;
     const int n = p->n < o->n_slots ? p->n : o->n_slots;
     const bool stateless = o->kind == TT_OPTIM_SGD && o->momentum == 0.0f;
-    opt_job j = {.o = o, .param = tt_xmalloc((size_t)(n + 1) * sizeof *j.param),
-                 .first = tt_xmalloc((size_t)(n + 1) * sizeof *j.first)};
-    if (o->kind == TT_OPTIM_ADAMW) j.adam = adamw_coefs(o);
-    size_t elems = 0;
-    j.first[0] = 0;
+    chunk_list l;
+    chunk_list_init(&l, n);
     for (int i = 0; i < n; i++) {
         const tt_tensor *w = p->t[i];
         if (!w->requires_grad || !w->grad || w->dtype != TT_F32 || w->size == 0) continue;
         if (!stateless && !o->slot1[i]) continue; /* did not require grad at construction */
-        j.param[j.n++] = i;
-        j.first[j.n] = j.first[j.n - 1] + (long)((w->size + OPT_CHUNK - 1) / OPT_CHUNK);
-        elems += w->size;
+        chunk_list_add(&l, i, w->size);
     }
-    const long chunks = j.first[j.n];
-    tt_parallel_for(chunks, tt_loop_threads(elems, OPT_PAR_MIN, chunks), opt_range, &j);
-    free(j.param);
-    free(j.first);
+    opt_job j = {.o = o, .l = &l};
+    if (o->kind == TT_OPTIM_ADAMW) j.adam = adamw_coefs(o);
+    chunk_list_run(&l, p->t, opt_chunk, &j);
+    chunk_list_free(&l);
 }
 
 void tt_optim_zero_grad(tt_optim *o) { tt_params_zero_grad(o->params); }
@@ -248,23 +297,62 @@ void tt_optim_free(tt_optim *o) {
     free(o);
 }
 
+/* ---- gradient clipping ------------------------------------------------------------------
+ * The squares are summed in double over the chunk list: each chunk's sum by one thread
+ * (8 lanes, lane l taking elements l, l + 8, ...; then the lanes in order and the tail),
+ * and the chunks' sums added in chunk order afterwards - the same bits for any thread
+ * count and vector width. */
+TT_CLONES static double sumsq_chunk(const float *restrict g, size_t n) {
+    double lane[8] = {0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) lane[l] += (double)g[k + l] * (double)g[k + l];
+    double s = 0.0;
+    for (int l = 0; l < 8; l++) s += lane[l];
+    for (; k < n; k++) s += (double)g[k] * (double)g[k];
+    return s;
+}
+
+typedef struct clip_job {
+    const chunk_list *l;
+    tt_tensor *const *t;
+    double *partial; /* [chunks] */
+    float coef;
+} clip_job;
+
+static void sumsq_task(void *p, int k, long c, size_t off, size_t len) {
+    const clip_job *j = p;
+    j->partial[c] = sumsq_chunk(j->t[j->l->param[k]]->grad + off, len);
+}
+
+TT_CLONES static void scale_task(void *p, int k, long c, size_t off, size_t len) {
+    (void)c;
+    const clip_job *j = p;
+    float *restrict g = j->t[j->l->param[k]]->grad + off;
+    const float coef = j->coef;
+    VEC for (size_t e = 0; e < len; e++) g[e] *= coef;
+}
+
 float tt_clip_grad_norm(tt_params *p, float max_norm) {
-    double sq = 0.0;
+    chunk_list l;
+    chunk_list_init(&l, p->n);
     for (int i = 0; i < p->n; i++) {
         const tt_tensor *t = p->t[i];
-        if (!t->requires_grad || !t->grad) continue;
-        for (size_t k = 0; k < t->size; k++) sq += (double)t->grad[k] * (double)t->grad[k];
+        if (t->requires_grad && t->grad && t->size > 0) chunk_list_add(&l, i, t->size);
     }
+    const long chunks = l.first[l.n];
+    clip_job j = {.l = &l, .t = p->t, .partial = tt_xmalloc((size_t)(chunks + 1) * sizeof(double))};
+    chunk_list_run(&l, p->t, sumsq_task, &j);
+    double sq = 0.0;
+    for (long c = 0; c < chunks; c++) sq += j.partial[c];
     const double norm = sqrt(sq);
     const double coef = (double)max_norm / (norm + 1e-6);
     if (isfinite(norm) && coef < 1.0) {
-        const float c = (float)coef;
-        for (int i = 0; i < p->n; i++) {
-            tt_tensor *t = p->t[i];
-            if (!t->requires_grad || !t->grad) continue;
-            for (size_t k = 0; k < t->size; k++) t->grad[k] *= c;
-        }
+        j.coef = (float)coef;
+        chunk_list_run(&l, p->t, scale_task, &j);
     }
+    free(j.partial);
+    chunk_list_free(&l);
     return (float)norm;
 }
 
