@@ -62,6 +62,8 @@ static tt_optim *optim_new(tt_params *p, tt_optim_kind kind, float lr, float wei
     o->n_slots = p->n;
     o->slot1 = tt_xcalloc((size_t)p->n + 1, sizeof *o->slot1);
     o->slot2 = tt_xcalloc((size_t)p->n + 1, sizeof *o->slot2);
+    o->chunk_param = tt_xcalloc((size_t)p->n + 1, sizeof *o->chunk_param);
+    o->chunk_first = tt_xcalloc((size_t)p->n + 1, sizeof *o->chunk_first);
     for (int i = 0; i < p->n; i++) {
         const tt_tensor *t = p->t[i];
         if (!t->requires_grad || t->dtype != TT_F32 || n_slots_per_param == 0) continue;
@@ -187,9 +189,9 @@ typedef struct chunk_list {
     size_t elems;   /* elements in all                                          */
 } chunk_list;
 
-static void chunk_list_init(chunk_list *l, int max) {
-    *l = (chunk_list){.param = tt_xmalloc((size_t)(max + 1) * sizeof *l->param),
-                      .first = tt_xmalloc((size_t)(max + 1) * sizeof *l->first)};
+/* An empty list in param[max + 1], first[max + 1] (the caller's). */
+static void chunk_list_init(chunk_list *l, int *param, long *first) {
+    *l = (chunk_list){.param = param, .first = first};
     l->first[0] = 0;
 }
 
@@ -197,11 +199,6 @@ static void chunk_list_add(chunk_list *l, int i, size_t size) {
     l->param[l->n++] = i;
     l->first[l->n] = l->first[l->n - 1] + (long)((size + OPT_CHUNK - 1) / OPT_CHUNK);
     l->elems += size;
-}
-
-static void chunk_list_free(chunk_list *l) {
-    free(l->param);
-    free(l->first);
 }
 
 /* The list position k of the tensor holding chunk c: the last k with first[k] <= c. */
@@ -271,8 +268,8 @@ void tt_optim_step(tt_optim *o) {
     tt_params *p = o->params;
     const int n = p->n < o->n_slots ? p->n : o->n_slots;
     const bool stateless = o->kind == TT_OPTIM_SGD && o->momentum == 0.0f;
-    chunk_list l;
-    chunk_list_init(&l, n);
+    chunk_list l; /* (in buffers made with the optimizer: a step allocates nothing) */
+    chunk_list_init(&l, o->chunk_param, o->chunk_first);
     for (int i = 0; i < n; i++) {
         const tt_tensor *w = p->t[i];
         if (!w->requires_grad || !w->grad || w->dtype != TT_F32 || w->size == 0) continue;
@@ -282,7 +279,6 @@ void tt_optim_step(tt_optim *o) {
     opt_job j = {.o = o, .l = &l};
     if (o->kind == TT_OPTIM_ADAMW) j.adam = adamw_coefs(o);
     chunk_list_run(&l, p->t, opt_chunk, &j);
-    chunk_list_free(&l);
 }
 
 void tt_optim_zero_grad(tt_optim *o) { tt_params_zero_grad(o->params); }
@@ -294,6 +290,8 @@ void tt_optim_free(tt_optim *o) {
     tt_params_free(&o->state);
     free(o->slot1);
     free(o->slot2);
+    free(o->chunk_param);
+    free(o->chunk_first);
     free(o);
 }
 
@@ -335,7 +333,8 @@ TT_CLONES static void scale_task(void *p, int k, long c, size_t off, size_t len)
 
 float tt_clip_grad_norm(tt_params *p, float max_norm) {
     chunk_list l;
-    chunk_list_init(&l, p->n);
+    chunk_list_init(&l, tt_xmalloc((size_t)(p->n + 1) * sizeof(int)),
+                    tt_xmalloc((size_t)(p->n + 1) * sizeof(long)));
     for (int i = 0; i < p->n; i++) {
         const tt_tensor *t = p->t[i];
         if (t->requires_grad && t->grad && t->size > 0) chunk_list_add(&l, i, t->size);
@@ -352,7 +351,8 @@ float tt_clip_grad_norm(tt_params *p, float max_norm) {
         chunk_list_run(&l, p->t, scale_task, &j);
     }
     free(j.partial);
-    chunk_list_free(&l);
+    free(l.param);
+    free(l.first);
     return (float)norm;
 }
 

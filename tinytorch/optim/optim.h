@@ -40,6 +40,8 @@ typedef struct tt_optim {
     int n_slots;
     tt_tensor **slot1;   /* SGD momentum buffer / AdamW exp_avg                    */
     tt_tensor **slot2;   /* AdamW exp_avg_sq                                       */
+    int *chunk_param;    /* [n_slots + 1] and                                      */
+    long *chunk_first;   /* [n_slots + 1]: the step's chunk list (optim.c)         */
 } tt_optim;
 
 /* torch.optim.SGD semantics (dampening 0): g += wd*w; buf = mu*buf + g;
