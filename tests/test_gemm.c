@@ -415,6 +415,57 @@ static void check_direct_operands(const char *kernel) {
     }
 }
 
+/* Small products (M N K < 32^3, or M or N = 1) take plain loops, vectorised over j but
+ * with each element's float operations in the scalar order (gemm.c, gemm_small): the
+ * result must be the bits of that scalar loop, written out here - every layout, N not a
+ * multiple of 16, K above the transposed block's 256, beta 0, 1 and other, padded rows. */
+static void small_reference(bool ta, bool tb, int M, int N, int K, float alpha, const mat *A,
+                            const mat *B, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float *c = C + (size_t)i * ldc + j;
+            if (tb) {
+                float s = 0.0f;
+                for (int k = 0; k < K; k++)
+                    s += (ta ? A->v[(size_t)k * A->ld + i] : A->v[(size_t)i * A->ld + k]) *
+                         B->v[(size_t)j * B->ld + k];
+                *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+            } else {
+                float v = beta == 0.0f ? 0.0f : beta != 1.0f ? beta * *c : *c;
+                for (int k = 0; k < K; k++)
+                    v += (alpha * (ta ? A->v[(size_t)k * A->ld + i] : A->v[(size_t)i * A->ld + k])) *
+                         B->v[(size_t)k * B->ld + j];
+                *c = v;
+            }
+        }
+}
+
+START_TEST(test_gemm_small_scalar_bits) {
+    tt_rng r;
+    tt_rng_seed(&r, 21);
+    static const int sz[][3] = {{5, 3, 7},  {7, 37, 20}, {16, 16, 16}, {2, 70, 200},
+                                {3, 20, 300}, {1, 300, 90}, {90, 1, 300}, {1, 1000, 1000},
+                                {40, 17, 45}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {-1.5f, 1.0f}, {0.75f, 0.5f}};
+    for (size_t s = 0; s < sizeof sz / sizeof sz[0]; s++)
+        for (int t = 0; t < 4; t++)
+            for (int v = 0; v < 3; v++) {
+                const bool ta = t & 1, tb = t & 2;
+                const int M = sz[s][0], N = sz[s][1], K = sz[s][2], ldc = N + 3;
+                mat A = op_new(ta, M, K, 2, &r), B = op_new(tb, K, N, 1, &r);
+                float *c1 = malloc(sizeof(float) * M * ldc), *c2 = malloc(sizeof(float) * M * ldc);
+                for (int i = 0; i < M * ldc; i++) c1[i] = c2[i] = tt_rng_uniform(&r);
+                small_reference(ta, tb, M, N, K, ab[v][0], &A, &B, ab[v][1], c1, ldc);
+                tt_gemm(ta, tb, M, N, K, ab[v][0], A.v, A.ld, B.v, B.ld, ab[v][1], c2, ldc);
+                ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * ldc) == 0,
+                              "%c%c M=%d N=%d K=%d alpha=%g beta=%g: not the scalar loop's bits",
+                              ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, (double)ab[v][0],
+                              (double)ab[v][1]);
+                free(A.v), free(B.v), free(c1), free(c2);
+            }
+}
+END_TEST
+
 START_TEST(test_gemm_direct_operands_same_bits) { for_each_kernel(check_direct_operands); }
 END_TEST
 
@@ -535,6 +586,7 @@ static Suite *gemm_suite(void) {
     TCase *tc = tcase_create("gemm");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_gemm_small_by_hand);
+    tcase_add_test(tc, test_gemm_small_scalar_bits);
     tcase_add_test(tc, test_gemm_matches_reference_every_kernel);
     tcase_add_test(tc, test_gemm_special_values);
     tcase_add_test(tc, test_gemm_bit_identical_1_and_2_threads);

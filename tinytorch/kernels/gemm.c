@@ -1362,32 +1362,66 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
     }
 }
 
-/* Small products: no packing, plain loops (the rows of op(B) or of B are read in order). */
-static void gemm_small(bool ta, bool tb, int M, int N, int K, float alpha, const float *A,
-                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    for (int i = 0; i < M; i++) {
-        float *ci = C + (size_t)i * ldc;
-        if (tb) {
-            /* C[i][j] = alpha * sum_k op(A)[i][k] * B[j][k] + beta * C[i][j] */
+/* Small products: no packing, plain loops. Every C[i][j] gets the float operations of
+ * the scalar loop, in its order (so the bits do not depend on the vector width):
+ *   B transposed:  s = sum_k op(A)[i][k] B[j][k], k ascending from s = 0;
+ *                  C[i][j] = alpha s (beta = 0), else alpha s + beta C[i][j]
+ *   B as stored:   C[i][j] = 0 (beta = 0) or beta C[i][j] (beta != 1); then, k ascending,
+ *                  C[i][j] += (alpha op(A)[i][k]) B[k][j]
+ * vectorised over j. For the first, columns j0 .. j0 + 15 of B^T are copied once into a
+ * [K][16] block whose rows the loop over j then reads in order (only for K up to
+ * SMALL_KT: a deeper small product has M N < 128 and keeps the scalar loop). */
+#define SMALL_NB 16
+#define SMALL_KT 256
+
+TT_CLONES static void gemm_small(bool ta, bool tb, int M, int N, int K, float alpha,
+                                 const float *A, size_t lda, const float *B, size_t ldb,
+                                 float beta, float *C, size_t ldc) {
+    if (!tb) {
+        for (int i = 0; i < M; i++) {
+            float *restrict ci = C + (size_t)i * ldc;
+            if (beta == 0.0f) {
+                VEC for (int j = 0; j < N; j++) ci[j] = 0.0f;
+            } else if (beta != 1.0f) {
+                VEC for (int j = 0; j < N; j++) ci[j] *= beta;
+            }
+            for (int k = 0; k < K; k++) {
+                const float aik = alpha * *op_at(A, ta, lda, i, k);
+                const float *restrict bk = B + (size_t)k * ldb;
+                VEC for (int j = 0; j < N; j++) ci[j] += aik * bk[j];
+            }
+        }
+        return;
+    }
+    if (K > SMALL_KT) {
+        for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 const float *bj = B + (size_t)j * ldb;
                 float s = 0.0f;
-                if (ta)
-                    for (int k = 0; k < K; k++) s += A[(size_t)k * lda + i] * bj[k];
-                else
-                    for (int k = 0; k < K; k++) s += A[(size_t)i * lda + k] * bj[k];
-                ci[j] = beta == 0.0f ? alpha * s : alpha * s + beta * ci[j];
+                for (int k = 0; k < K; k++) s += *op_at(A, ta, lda, i, k) * bj[k];
+                float *c = C + (size_t)i * ldc + j;
+                *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
             }
-        } else {
-            /* C[i][:] = beta * C[i][:] + sum_k (alpha * op(A)[i][k]) * B[k][:] */
-            if (beta == 0.0f)
-                for (int j = 0; j < N; j++) ci[j] = 0.0f;
-            else if (beta != 1.0f)
-                for (int j = 0; j < N; j++) ci[j] *= beta;
+        return;
+    }
+    float bt[SMALL_KT * SMALL_NB]; /* [K][16]: B^T's columns j0 .. j0 + 15, zero-padded */
+    for (int j0 = 0; j0 < N; j0 += SMALL_NB) {
+        const int nb = N - j0 < SMALL_NB ? N - j0 : SMALL_NB;
+        for (int k = 0; k < K; k++)
+            for (int jj = 0; jj < SMALL_NB; jj++)
+                bt[k * SMALL_NB + jj] = jj < nb ? B[(size_t)(j0 + jj) * ldb + k] : 0.0f;
+        for (int i = 0; i < M; i++) {
+            float s[SMALL_NB] = {0};
             for (int k = 0; k < K; k++) {
-                float aik = alpha * *op_at(A, ta, lda, i, k);
-                const float *bk = B + (size_t)k * ldb;
-                for (int j = 0; j < N; j++) ci[j] += aik * bk[j];
+                const float aik = *op_at(A, ta, lda, i, k);
+                const float *restrict bk = bt + k * SMALL_NB;
+                VEC for (int jj = 0; jj < SMALL_NB; jj++) s[jj] += aik * bk[jj];
+            }
+            float *restrict ci = C + (size_t)i * ldc + j0;
+            if (beta == 0.0f) {
+                for (int jj = 0; jj < nb; jj++) ci[jj] = alpha * s[jj];
+            } else {
+                for (int jj = 0; jj < nb; jj++) ci[jj] = alpha * s[jj] + beta * ci[jj];
             }
         }
     }
