@@ -61,15 +61,27 @@ static void compare_unfused(int BH, int T, int S, int D, int Dv, bool causal) {
     tt_free(seed);
 }
 
-START_TEST(test_attention_matches_unfused) {
-    compare_unfused(3, 5, 5, 4, 3, true);    /* tt_gemm path */
+/* Head sizes that are not multiples of 16 run the vector path on zero-padded copies; the
+ * tt_gemm path (TT_ATTN=gemm) is checked on the same shapes. */
+static void small_heads_cases(void) {
+    compare_unfused(3, 5, 5, 4, 3, true);
     compare_unfused(2, 3, 7, 5, 2, true);    /* S > T: 4 cached keys before the queries */
     compare_unfused(2, 4, 6, 3, 3, false);   /* no mask */
     compare_unfused(2, 70, 70, 6, 5, true);  /* three row blocks */
+    compare_unfused(2, 40, 40, 24, 16, true); /* the V3 toy's D, Dv */
+    compare_unfused(2, 33, 40, 20, 17, true); /* two vectors padded, S > T */
+}
+
+START_TEST(test_attention_matches_unfused) {
+    small_heads_cases();
     compare_unfused(3, 32, 32, 16, 16, true); /* vector path */
     compare_unfused(2, 70, 75, 32, 16, true); /* vector path, blocks, S > T, padding */
     compare_unfused(2, 9, 20, 16, 48, false); /* vector path, no mask, Dv = 3 vectors */
     compare_unfused(1, 8, 8, 80, 16, true);   /* vector path, D = 5 vectors */
+    setenv("TT_ATTN", "gemm", 1);
+    small_heads_cases();
+    compare_unfused(2, 70, 75, 32, 16, true);
+    unsetenv("TT_ATTN");
 }
 END_TEST
 
@@ -218,6 +230,17 @@ START_TEST(test_attention_grad_vector_path) {
 }
 END_TEST
 
+/* test_attention_grad's head sizes are not multiples of 16 (the padded vector path); the
+ * tt_gemm path on them too */
+START_TEST(test_attention_grad_gemm_path) {
+    setenv("TT_ATTN", "gemm", 1);
+    gradcheck_case(0, 1, true, 2, 3, 3, 4, 3);
+    gradcheck_case(1, 2, true, 2, 3, 3, 2, 3);
+    gradcheck_case(2, 2, true, 1, 3, 4, 3, 2);
+    unsetenv("TT_ATTN");
+}
+END_TEST
+
 START_TEST(test_attention_no_grad_same_values) {
     tt_manual_seed(5);
     for (int D = 4; D <= 16; D += 12) {
@@ -338,6 +361,7 @@ static Suite *attention_fused_suite(void) {
     tcase_add_test(tc, test_attention_layouts);
     tcase_add_test(tc, test_attention_grad);
     tcase_add_test(tc, test_attention_grad_vector_path);
+    tcase_add_test(tc, test_attention_grad_gemm_path);
     tcase_add_test(tc, test_attention_no_grad_same_values);
     tcase_add_test(tc, test_attention_threads_bit_identical);
     tcase_add_test(tc, test_attention_errors);

@@ -13,6 +13,7 @@
 #include "v3.h"
 
 #include "../internal.h"
+#include "../ops_attention.h"
 #include "../io/json.h"
 #include "../io/safetensors.h"
 #include "../rng.h"
@@ -648,7 +649,8 @@ tt_v3 *tt_v3_load(const char *ckpt_path, const char *config_path) {
 
 /* ---- forward ------------------------------------------------------------------------ */
 
-/* Section 5, naive form: x [B, S, dim] -> [B, S, dim]. */
+/* Section 5, naive form (full keys and values per head; the absorbed form is the decoding
+ * path below): x [B, S, dim] -> [B, S, dim]. */
 static tt_tensor *attn_forward(const tt_v3 *m, const tt_v3_attn *a, tt_tensor *x) {
     const tt_v3_config *c = &m->cfg;
     const int B = x->shape[0], S = x->shape[1], H = c->n_heads, dn = c->qk_nope_head_dim,
@@ -671,12 +673,12 @@ static tt_tensor *attn_forward(const tt_v3 *m, const tt_v3_attn *a, tt_tensor *x
     tt_tensor *k_pe_h = H > 1 ? tt_concat(H, copies, 2) : k_pe4;          /* [B,S,H,dr] */
     tt_tensor *qh = tt_concat(2, ((tt_tensor *[]){qs[0], q_pe}), 3);       /* [B,S,H,D]  */
     tt_tensor *kh = tt_concat(2, ((tt_tensor *[]){kvb[0], k_pe_h}), 3);
-    qh = tt_reshape(tt_transpose(qh, 1, 2), TT_SHAPE(B * H, S, D));
-    kh = tt_reshape(tt_transpose(kh, 1, 2), TT_SHAPE(B * H, S, D));
-    tt_tensor *vh = tt_reshape(tt_transpose(kvb[1], 1, 2), TT_SHAPE(B * H, S, dv));
-    tt_tensor *att = tt_softmax(tt_causal_mask(tt_scale(tt_matmul_nt(qh, kh), m->softmax_scale)));
-    tt_tensor *o = tt_reshape(tt_matmul(att, vh), TT_SHAPE(B, H, S, dv));
-    o = tt_reshape(tt_transpose(o, 1, 2), TT_SHAPE(B, S, H * dv));
+    /* softmax(scale q k^T, causal) v per head, as one op that reads each head's columns
+     * in place (ops_attention.h): o [B, S, H*dv], the heads side by side */
+    tt_tensor *o = tt_attention_heads(tt_reshape(qh, TT_SHAPE(B, S, H * D)),
+                                      tt_reshape(kh, TT_SHAPE(B, S, H * D)),
+                                      tt_reshape(kvb[1], TT_SHAPE(B, S, H * dv)), H,
+                                      m->softmax_scale, true);
     return tt_linear_forward(&a->wo, o);
 }
 
