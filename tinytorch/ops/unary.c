@@ -20,13 +20,15 @@
  *               Phi(x) = (1 + erf(x/sqrt2))/2,  phi(x) = e^(-x^2/2) / sqrt(2 pi)
  */
 #include "../internal.h"
+#include "../kernels/vmath.h"
 
 #include <math.h>
 
 /* The kernels run on contiguous ranges and are built for AVX-512, AVX2 and baseline
  * x86-64 (the best is picked at load time); the loops without a libm call are vectorised
  * (VEC), every lane doing the scalar loop's IEEE operations, so the results do not depend
- * on the build choice. Above a size the range is cut into CHUNK-element pieces shared by
+ * on the build choice. sigmoid and silu use the library's own vector exponential (vexp,
+ * as the softmax does) instead of libm's expf: the same bits on every target too. Above a size the range is cut into CHUNK-element pieces shared by
  * the threads: one writer per element, bit-identical for any thread count. */
 
 #define CHUNK ((size_t)8192)
@@ -44,12 +46,56 @@ static const char *const unop_name[] = {"neg",  "scale", "add_scalar", "exp",   
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
-/* Logistic function without overflow: e^-|x| never exceeds 1, so x = +-1000 gives
- * exactly 1 or 0 instead of inf/inf. */
-static inline float sigmoid_stable(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
+/* The logistic function on 16 lanes, without overflow: with e = e^-|x| <= 1 (vexp,
+ * kernels/vmath.h: the softmax's exponential, within a few ulp of expf),
+ * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below, so x = +-1000 gives exactly 1 or 0
+ * instead of inf / inf. A NaN x gives NaN. */
+static ALWAYS_INLINE void vsigmoid(const v16 *px, v16 *ps) {
+    const v16 x = *px;
+    const v16i neg = x < (v16){0}, nan = x != x;
+    v16 e = vsel(neg, x, -x); /* -|x| */
+    vexp(&e);
+    const v16 d = e + 1.0f;
+    *ps = vsel(nan, x, vsel(neg, e / d, 1.0f / d));
+}
+
+/* y = sigmoid(x) (silu: y = x sigmoid(x)) over n floats, 16 at a time */
+static ALWAYS_INLINE void sigmoid_rows(const float *restrict x, float *restrict y, size_t n,
+                                       bool silu) {
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        const v16 v = VLOAD(x + i);
+        v16 sg;
+        vsigmoid(&v, &sg);
+        VSTORE(y + i, silu ? v * sg : sg);
+    }
+    if (i < n) {
+        v16 v, sg;
+        vload_part(&v, x + i, (int)(n - i), 0.0f);
+        vsigmoid(&v, &sg);
+        const v16 r = silu ? v * sg : sg;
+        for (size_t k = 0; k < n - i; k++) y[i + k] = r[k];
+    }
+}
+
+/* gx += g * dsilu/dx = g s (1 + x (1 - s)) over n floats, 16 at a time */
+static ALWAYS_INLINE void silu_grad_rows(const float *restrict g, const float *restrict x,
+                                         float *restrict gx, size_t n) {
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        const v16 v = VLOAD(x + i);
+        v16 sg;
+        vsigmoid(&v, &sg);
+        VSTORE(gx + i, VLOAD(gx + i) + VLOAD(g + i) * sg * (1.0f + v * (1.0f - sg)));
+    }
+    if (i < n) {
+        v16 v, gv, sg;
+        vload_part(&v, x + i, (int)(n - i), 0.0f);
+        vload_part(&gv, g + i, (int)(n - i), 0.0f);
+        vsigmoid(&v, &sg);
+        const v16 d = gv * sg * (1.0f + v * (1.0f - sg));
+        for (size_t k = 0; k < n - i; k++) gx[i + k] += d[k];
+    }
 }
 
 TT_CLONES static void unary_forward(unop op, float s, const float *restrict x,
@@ -64,8 +110,8 @@ TT_CLONES static void unary_forward(unop op, float s, const float *restrict x,
     case RSQRT: VEC for (size_t i = 0; i < n; i++) y[i] = 1.0f / sqrtf(x[i]); break;
     case POW: for (size_t i = 0; i < n; i++) y[i] = powf(x[i], s); break;
     case RELU: VEC for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-    case SILU: for (size_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_stable(x[i]); break;
-    case SIGMOID: for (size_t i = 0; i < n; i++) y[i] = sigmoid_stable(x[i]); break;
+    case SILU: sigmoid_rows(x, y, n, true); break;
+    case SIGMOID: sigmoid_rows(x, y, n, false); break;
     case TANH: for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
     case GELU:
         for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
@@ -106,10 +152,7 @@ TT_CLONES static void unary_grad(unop op, float s, const float *restrict g,
         VEC for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0.0f ? g[i] : 0.0f;
         break;
     case SILU: /* dy/dx = s + x s (1-s) = s (1 + x (1-s)), s = sigmoid(x) */
-        for (size_t i = 0; i < n; i++) {
-            float sg = sigmoid_stable(x[i]);
-            gx[i] += g[i] * sg * (1.0f + x[i] * (1.0f - sg));
-        }
+        silu_grad_rows(g, x, gx, n);
         break;
     case SIGMOID: /* dy/dx = y (1 - y) */
         VEC for (size_t i = 0; i < n; i++) gx[i] += g[i] * y[i] * (1.0f - y[i]);
