@@ -5,7 +5,25 @@
 #include "optim/optim.h"
 
 #include <math.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
+
+/* thread counts for the 1-vs-2-thread checks (without OpenMP both runs are serial) */
+static void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+static int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
 
 /* ---- a fixed parameter/gradient sequence, replayed against torch ------------------------
  * w0 = [0.5, -1, 0.25, 2, -0.75]; at step t = 1..5 the gradient is, per element k,
@@ -142,7 +160,7 @@ static void fill_tiled_grad(tt_tensor *big, tt_tensor *w, int t) {
 }
 
 static float *run_tiled(int kind, int threads) {
-    omp_set_num_threads(threads);
+    set_threads(threads);
     tt_params p = {0};
     tt_tensor *w = make_w(&p);
     tt_tensor *big = tt_param_new(&p, TT_SHAPE(NW, 60001), "big");
@@ -167,7 +185,7 @@ static float *run_tiled(int kind, int threads) {
 }
 
 START_TEST(test_chunks_and_threads_same_bits) {
-    const int saved = omp_get_max_threads();
+    const int saved = max_threads();
     for (int kind = 0; kind < 3; kind++) {
         float *one = run_tiled(kind, 1), *two = run_tiled(kind, 2);
         ck_assert_msg(memcmp(one, two, (size_t)NW * 60001 * sizeof(float)) == 0,
@@ -175,7 +193,7 @@ START_TEST(test_chunks_and_threads_same_bits) {
         free(one);
         free(two);
     }
-    omp_set_num_threads(saved);
+    set_threads(saved);
 }
 END_TEST
 
@@ -295,7 +313,7 @@ END_TEST
  * a plain double sum to float precision, the scaled gradients are g * coef bit for bit, and
  * 1 and 2 threads give the same bits (norm and gradients). */
 static float clip_big(int threads, float **grads_out) {
-    omp_set_num_threads(threads);
+    set_threads(threads);
     tt_params p = {0};
     const int sizes[3] = {40000, 5, 70001};
     double want = 0.0;
@@ -331,7 +349,7 @@ static float clip_big(int threads, float **grads_out) {
 }
 
 START_TEST(test_clip_grad_norm_chunks) {
-    const int saved = omp_get_max_threads();
+    const int saved = max_threads();
     float *g1, *g2;
     const float n1 = clip_big(1, &g1), n2 = clip_big(2, &g2);
     ck_assert_msg(memcmp(&n1, &n2, sizeof n1) == 0, "norm %.9g (1 thread), %.9g (2)",
@@ -339,7 +357,7 @@ START_TEST(test_clip_grad_norm_chunks) {
     ck_assert(memcmp(g1, g2, (size_t)(40000 + 5 + 70001) * sizeof(float)) == 0);
     free(g1);
     free(g2);
-    omp_set_num_threads(saved);
+    set_threads(saved);
 }
 END_TEST
 
