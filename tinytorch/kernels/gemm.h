@@ -16,7 +16,8 @@
  * them (checked at run time; the library needs no -march flag), else portable C.
  * Operands of up to 1 MB whose rows are already in the micro-kernel's order (and, for
  * AVX-512, any non-transposed A) are read in place instead of packed; same results.
- * Small products (M*N*K < 32^3) skip packing and use a direct loop.
+ * Small products (M*N*K < 32^3, or M or N = 1) skip packing and use direct loops,
+ * vectorised over the columns of C with each element summed in plain k order.
  *
  * Threads: with OpenMP, large products are split over blocks of rows or columns of C
  * (up to OMP_NUM_THREADS threads; called from inside a parallel region it runs on the
