@@ -432,9 +432,10 @@ static void small_reference(bool ta, bool tb, int M, int N, int K, float alpha, 
                 *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
             } else {
                 float v = beta == 0.0f ? 0.0f : beta != 1.0f ? beta * *c : *c;
-                for (int k = 0; k < K; k++)
-                    v += (alpha * (ta ? A->v[(size_t)k * A->ld + i] : A->v[(size_t)i * A->ld + k])) *
-                         B->v[(size_t)k * B->ld + j];
+                for (int k = 0; k < K; k++) {
+                    const float a = ta ? A->v[(size_t)k * A->ld + i] : A->v[(size_t)i * A->ld + k];
+                    v += (alpha * a) * B->v[(size_t)k * B->ld + j];
+                }
                 *c = v;
             }
         }

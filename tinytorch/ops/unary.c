@@ -28,8 +28,9 @@
  * x86-64 (the best is picked at load time); the loops without a libm call are vectorised
  * (VEC), every lane doing the scalar loop's IEEE operations, so the results do not depend
  * on the build choice. sigmoid and silu use the library's own vector exponential (vexp,
- * as the softmax does) instead of libm's expf: the same bits on every target too. Above a size the range is cut into CHUNK-element pieces shared by
- * the threads: one writer per element, bit-identical for any thread count. */
+ * as the softmax does) instead of libm's expf: the same bits on every target too. Above
+ * a size the range is cut into CHUNK-element pieces shared by the threads: one writer per
+ * element, bit-identical for any thread count. */
 
 #define CHUNK ((size_t)8192)
 /* elements from which threads pay: cheap arithmetic / a libm call per element */
