@@ -32,6 +32,11 @@
  * Threads: the (batch, head) pairs are shared out (OpenMP); each pair, its outputs and
  * its slices of every gradient belong to one thread, so results are bit-identical for
  * any thread count.
+ *
+ * Kernels (ops/attention_fused.c): 16-lane vector code for any D and Dv (head sizes that
+ * are not multiples of 16 run on zero-padded copies); TT_ATTN=gemm in the environment
+ * selects the older path built on tt_gemm instead (for comparisons and tests; same
+ * numbers up to rounding).
  */
 #ifndef TT_OPS_ATTENTION_H
 #define TT_OPS_ATTENTION_H
