@@ -714,11 +714,10 @@ static tt_tensor *attention(att_geom *g, tt_tensor *q, tt_tensor *k, tt_tensor *
     const size_t per = (keep ? 0 : pblk) + (run->vec ? scratch_v(run) : 0);
     float *P = keep ? tt_arena_alloc((size_t)nbh * g->psz * sizeof(float)) : NULL;
     const int nt = tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh);
-    att_job j = {.g = run, .q = q->data, .k = k->data, .v = v ? v->data : k->data,
-                 .o = out->data, .P = P, .per = per,
+    att_job j = {.g = run, .q = pad.q ? pad.q : q->data, .k = pad.q ? pad.k : k->data,
+                 .v = pad.q ? pad.v : v ? v->data : k->data, .o = pad.q ? pad.o : out->data,
+                 .P = P, .per = per,
                  .scratch = per ? tt_arena_alloc((size_t)nt * per * sizeof(float)) : NULL};
-    if (pad.q) j = (att_job){.g = run, .q = pad.q, .k = pad.k, .v = pad.v, .o = pad.o, .P = P,
-                             .per = per, .scratch = j.scratch};
     tt_parallel_for(nbh, nt, forward_range, &j);
     if (pad.q) pad_rows(g, g->T, out->data, &g->o, pad.o, g->Dv, pad.g.Dv, 1);
     tt_node *node = tt_record("attention", attention_backward, out, n_in, in, src);
