@@ -241,6 +241,71 @@ START_TEST(test_attention_grad_gemm_path) {
 }
 END_TEST
 
+/* The backward zeroes a new gradient buffer block by block, on the threads, and adds to
+ * one that already holds a gradient. Two calls on the same inputs must give twice one
+ * call's gradients (one call's contributions lost, or garbage, would not), and q passed
+ * as k too must get the sum of what q and a copy of it as k get: up to the order of the
+ * additions, within 1e-5 of values O(1). Every kernel path: vector (D 16), padded (D 8),
+ * tt_gemm (TT_ATTN=gemm). */
+static void grads_of(int layout, bool twice, bool shared, int D, float *gq, float *gk) {
+    const int B = 2, H = 2, T = 40;
+    tt_manual_seed(21);
+    const int C = layout == 2 ? H * 2 * D : H * D;
+    tt_tensor *q = tt_test_param(TT_SHAPE(B, T, H * D), -1.0f, 1.0f);
+    tt_tensor *k = tt_test_param(TT_SHAPE(B, T, C), -1.0f, 1.0f);
+    tt_tensor *v = tt_test_param(TT_SHAPE(B, T, H * D), -1.0f, 1.0f);
+    if (layout != 2) memcpy(k->data, q->data, q->size * sizeof(float)); /* k = q, or a copy */
+    tt_tensor *seed = tt_rand_uniform(TT_SHAPE(B, T, H * D), -1.0f, 1.0f);
+    /* stale values in the gradient buffers that the next backward reuses as new ones */
+    tt_backward(tt_add(tt_add(tt_sum_all(q), tt_sum_all(k)), tt_sum_all(v)));
+    tt_tape_reset();
+    tt_grad_to_none(q), tt_grad_to_none(k), tt_grad_to_none(v);
+    tt_tensor *kk = shared ? q : k, *loss = NULL;
+    for (int c = 0; c < (twice ? 2 : 1); c++) {
+        tt_tensor *y = layout == 2 ? tt_attention_kv(q, k, H, 0.4f, true)
+                                   : tt_attention_heads(q, kk, v, H, 0.4f, true);
+        tt_tensor *l = tt_sum_all(tt_mul(y, seed));
+        loss = loss ? tt_add(loss, l) : l;
+    }
+    tt_backward(loss);
+    memcpy(gq, q->grad, q->size * sizeof(float));
+    if (gk) memcpy(gk, k->grad, k->size * sizeof(float));
+    tt_tape_reset();
+    tt_free(q), tt_free(k), tt_free(v), tt_free(seed);
+}
+
+static void accumulate_cases(void) {
+    enum { N = 2 * 40 * 2 * 32 };
+    static float g1[N], k1[N], g2[N], k2[N];
+    for (int D = 8; D <= 16; D += 8) {
+        for (int layout = 1; layout <= 2; layout++) {
+            const size_t nq = 2 * 40 * 2 * (size_t)D, nk = layout == 2 ? 2 * nq : nq;
+            grads_of(layout, false, false, D, g1, k1);
+            grads_of(layout, true, false, D, g2, k2);
+            for (size_t i = 0; i < nq; i++) g1[i] *= 2.0f;
+            for (size_t i = 0; i < nk; i++) k1[i] *= 2.0f;
+            ck_assert_msg(tt_test_maxdiff(g1, g2, nq) <= 1e-5f && tt_test_maxdiff(k1, k2, nk) <= 1e-5f,
+                          "D %d layout %d: two calls' gradients are not twice one call's", D,
+                          layout);
+        }
+        /* q as k: dq = (q's part) + (k's part) */
+        const size_t nq = 2 * 40 * 2 * (size_t)D;
+        grads_of(1, false, false, D, g1, k1);
+        grads_of(1, false, true, D, g2, NULL);
+        for (size_t i = 0; i < nq; i++) g1[i] += k1[i];
+        ck_assert_msg(tt_test_maxdiff(g1, g2, nq) <= 1e-5f,
+                      "D %d: q passed as k: gradient differs from q's + k's", D);
+    }
+}
+
+START_TEST(test_attention_grad_accumulates) {
+    accumulate_cases();
+    setenv("TT_ATTN", "gemm", 1);
+    accumulate_cases();
+    unsetenv("TT_ATTN");
+}
+END_TEST
+
 START_TEST(test_attention_no_grad_same_values) {
     tt_manual_seed(5);
     for (int D = 4; D <= 16; D += 12) {
@@ -362,6 +427,7 @@ static Suite *attention_fused_suite(void) {
     tcase_add_test(tc, test_attention_grad);
     tcase_add_test(tc, test_attention_grad_vector_path);
     tcase_add_test(tc, test_attention_grad_gemm_path);
+    tcase_add_test(tc, test_attention_grad_accumulates);
     tcase_add_test(tc, test_attention_no_grad_same_values);
     tcase_add_test(tc, test_attention_threads_bit_identical);
     tcase_add_test(tc, test_attention_errors);
