@@ -185,6 +185,41 @@ START_TEST(test_norm_threaded_rows_match_serial) {
 }
 END_TEST
 
+/* A new dx buffer is written, an existing one added to: two calls on one x must give
+ * exactly twice one call's gradient (G + G = 2G in floats), and the first call's buffer
+ * holds stale values from an earlier backward (tt_grad_to_none keeps it for reuse). */
+START_TEST(test_norm_grad_accumulates) {
+    const int R = 64, C = 48;
+    tt_manual_seed(4);
+    tt_tensor *x = tt_test_param(TT_SHAPE(R, C), -2.0f, 2.0f);
+    tt_tensor *w = tt_rand_uniform(TT_SHAPE(C), 0.5f, 1.5f);
+    tt_tensor *seed = tt_rand_uniform(TT_SHAPE(R, C), -1.0f, 1.0f);
+    float *once = malloc(x->size * sizeof(float));
+    for (int rms = 0; rms < 2; rms++) {
+        for (int calls = 0; calls <= 2; calls++) {
+            tt_grad_to_none(x);
+            tt_tensor *loss = NULL;
+            for (int c = 0; c < (calls ? calls : 1); c++) {
+                tt_tensor *y = rms ? tt_rms_norm(x, w, 1e-5f) : tt_layer_norm(x, w, NULL, 1e-5f);
+                /* calls == 0: a different loss, to leave other values in the buffer */
+                tt_tensor *l = tt_sum_all(calls ? tt_mul(y, seed) : tt_mul(y, y));
+                loss = loss ? tt_add(loss, l) : l;
+            }
+            tt_backward(loss);
+            tt_tape_reset();
+            if (calls == 1) memcpy(once, x->grad, x->size * sizeof(float));
+        }
+        for (size_t i = 0; i < x->size; i++) once[i] *= 2.0f;
+        ck_assert_msg(memcmp(once, x->grad, x->size * sizeof(float)) == 0,
+                      "rms %d: two calls' dx is not twice one call's", rms);
+    }
+    free(once);
+    tt_free(x);
+    tt_free(w);
+    tt_free(seed);
+}
+END_TEST
+
 START_TEST(test_norm_tape_names) {
     tt_tensor *x = tt_set_requires_grad(tt_ones(TT_SHAPE(2, 3)), true);
     ck_assert_str_eq(tt_layer_norm(x, NULL, NULL, 1e-5f)->node->op, "layer_norm");
@@ -234,6 +269,7 @@ static Suite *norm_suite(void) {
     tcase_add_test(tc, test_rms_norm_values);
     tcase_add_test(tc, test_layer_norm_large_offset);
     tcase_add_test(tc, test_norm_threaded_rows_match_serial);
+    tcase_add_test(tc, test_norm_grad_accumulates);
     tcase_add_test(tc, test_norm_tape_names);
     tcase_add_test(tc, test_norm_errors);
     suite_add_tcase(s, tc);

@@ -163,10 +163,6 @@ void tt_copy_into(float *dst, const float *src, size_t n);
  * Each column summed over rows in order, for any thread count. */
 void tt_affine_grad_pre(const float *g, const float *y, bool relu, float *gp, float *db, int M,
                         int N);
-/* dst[idx[m], :] += rows[m, :] for m = 0 .. m_rows - 1 in order (rows of `row` floats;
- * repeated indices accumulate in that order, for any thread count; ops/index.c). */
-void tt_scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
-                         size_t row);
 
 /* Bookkeeping of persistent bytes for tt_mem_get_stats. */
 void tt_mem_track(long long bytes, int tensors);

@@ -39,6 +39,8 @@
 /* Multiply-adds below which the experts stay on one thread (as tt_gemm would keep their
  * products: a parallel region costs a few microseconds). */
 #define EXPERTS_PAR_MIN ((size_t)1 << 20)
+/* Floats added below which dx's gather stays on one thread. */
+#define GATHER_PAR_MIN ((size_t)1 << 16)
 
 typedef struct experts_ctx {
     int n, dim, hidden;
@@ -159,6 +161,51 @@ static void backward_expert(void *p, int e, int slot) {
                 j->gw1[e], dim);
 }
 
+/* dx[r] += dX[p] for every p with idx[p] = r, in the order the op-by-op backward adds them
+ * (one index_select backward per expert, last expert first; within an expert, p in
+ * order), fresh: dx is a new buffer, zeroed here row by row first. Rather than one
+ * scatter per expert (a parallel region each, the threads splitting columns), each row
+ * of dx gathers its own terms: a list of the p of each row in that order (counting
+ * sort), then the rows split between the threads in one region. Every element receives
+ * the same terms in the same order: the same bits for any thread count, as before. */
+typedef struct gather_job {
+    const int *start, *list; /* row r's terms: dX rows list[start[r] .. start[r+1])   */
+    const float *gxs;
+    float *gx;
+    int dim;
+    bool fresh;
+} gather_job;
+
+static void gather_rows_range(void *ctx, long r0, long r1) {
+    const gather_job *j = ctx;
+    const size_t dim = (size_t)j->dim;
+    for (long r = r0; r < r1; r++) {
+        float *restrict d = j->gx + (size_t)r * dim;
+        if (j->fresh) memset(d, 0, dim * sizeof *d);
+        for (int t = j->start[r]; t < j->start[r + 1]; t++) {
+            const float *restrict s = j->gxs + (size_t)j->list[t] * dim;
+            VEC for (size_t k = 0; k < dim; k++) d[k] += s[k];
+        }
+    }
+}
+
+static void gather_dx(const experts_ctx *c, const int32_t *id, int N, const float *gxs,
+                      float *gx, bool fresh) {
+    const int n = c->n, T = c->off[n];
+    int *start = tt_arena_alloc((size_t)(N + 1) * sizeof *start);
+    int *fill = tt_arena_alloc((size_t)(N + 1) * sizeof *fill);
+    int *list = tt_arena_alloc(((size_t)T + 1) * sizeof *list);
+    memset(start, 0, (size_t)(N + 1) * sizeof *start);
+    for (int p = 0; p < T; p++) start[id[p] + 1]++;
+    for (int r = 0; r < N; r++) start[r + 1] += start[r];
+    memcpy(fill, start, (size_t)(N + 1) * sizeof *fill);
+    for (int e = n - 1; e >= 0; e--)
+        for (int p = c->off[e]; p < c->off[e + 1]; p++) list[fill[id[p]]++] = p;
+    gather_job j = {start, list, gxs, gx, c->dim, fresh};
+    tt_parallel_for(N, tt_loop_threads((size_t)T * c->dim, GATHER_PAR_MIN, N), gather_rows_range,
+                    &j);
+}
+
 static int cmp_ptr(const void *a, const void *b) {
     const uintptr_t x = (uintptr_t)*(tt_tensor *const *)a, y = (uintptr_t)*(tt_tensor *const *)b;
     return (x > y) - (x < y);
@@ -206,7 +253,8 @@ static void experts_backward(tt_node *nd) {
         j.gb1[e] = b1 ? tt_grad_acc(b1) : NULL;
         j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
     }
-    float *gx = tt_grad_acc(x);
+    bool fresh_x;
+    float *gx = tt_grad_acc_fresh(x, &fresh_x);
     j.gxs = gx ? tt_arena_grad_alloc((size_t)T * dim) : NULL;
     int rows_max = 0;
     for (int e = 0; e < n; e++)
@@ -218,12 +266,7 @@ static void experts_backward(tt_node *nd) {
     for_each_expert(c, nt, backward_expert, &j);
     tt_arena_grad_free(j.scratch, j.scratch_per * (size_t)nt);
     if (!gx) return;
-    /* dx: the experts' rows added last expert first, as the op-by-op backward (one
-     * index_select each, in reverse order of the tape) adds them */
-    const int32_t *id = tt_ids(idx);
-    for (int e = n - 1; e >= 0; e--)
-        tt_scatter_add_rows(gx, id + c->off[e], (size_t)(c->off[e + 1] - c->off[e]),
-                            j.gxs + (size_t)c->off[e] * dim, (size_t)dim);
+    gather_dx(c, tt_ids(idx), x->shape[0], j.gxs, gx, fresh_x);
     tt_arena_grad_free(j.gxs, (size_t)T * dim);
 }
 

@@ -91,8 +91,8 @@ static void scatter_add_blocks(void *ctx, long k0, long k1) {
     }
 }
 
-void tt_scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
-                         size_t row) {
+static void scatter_add_rows(float *dst, const int32_t *idx, size_t m_rows, const float *rows,
+                             size_t row) {
     idx_job j = {.dst = dst, .src = rows, .idx = idx, .m_rows = m_rows, .row = row};
     long nblk = (long)((row + SCATTER_COLS - 1) / SCATTER_COLS);
     tt_parallel_for(nblk, tt_loop_threads(m_rows * row, PAR_MIN_ELEMS, nblk), scatter_add_blocks,
@@ -120,7 +120,7 @@ static void embedding_backward(tt_node *n) {
     tt_tensor *w = n->in[0], *ids = n->in[1];
     float *gw = tt_grad_acc(w);
     if (!gw) return;
-    tt_scatter_add_rows(gw, tt_ids(ids), ids->size, n->out->grad, (size_t)w->shape[1]);
+    scatter_add_rows(gw, tt_ids(ids), ids->size, n->out->grad, (size_t)w->shape[1]);
 }
 
 tt_tensor *tt_embedding_(tt_tensor *weight, tt_tensor *ids, tt_src src) {
@@ -149,7 +149,7 @@ static void index_select_backward(tt_node *n) {
     tt_tensor *x = n->in[0], *idx = n->in[1];
     float *gx = tt_grad_acc(x);
     if (!gx) return;
-    tt_scatter_add_rows(gx, tt_ids(idx), idx->size, n->out->grad, row_elems(x));
+    scatter_add_rows(gx, tt_ids(idx), idx->size, n->out->grad, row_elems(x));
 }
 
 static void check_index_vector(const tt_tensor *idx, tt_src src, const char *op) {
@@ -215,7 +215,7 @@ tt_tensor *tt_index_add_(tt_tensor *dst, tt_tensor *idx, tt_tensor *src_rows, tt
     check_range(idx, dst->shape[0], dst, "index", src, op);
     tt_tensor *y = tt_tmp_like(dst);
     memcpy(y->data, dst->data, dst->size * sizeof(float));
-    tt_scatter_add_rows(y->data, tt_ids(idx), idx->size, src_rows->data, row_elems(dst));
+    scatter_add_rows(y->data, tt_ids(idx), idx->size, src_rows->data, row_elems(dst));
     tt_tensor *in[3] = {dst, idx, src_rows};
     tt_record(op, index_add_backward, y, 3, in, src);
     return y;

@@ -131,6 +131,7 @@ typedef struct norm_job {
     float *scratch;             /* dx: 2 C floats per thread                        */
     float eps;
     int C;
+    bool fresh;                 /* dx: a new buffer, written (not added to)         */
 } norm_job;
 
 /* dw, db for column blocks [k0, k1) */
@@ -151,10 +152,11 @@ static void affine_backward(const norm_ctx *c, const float *g, float *gw, float 
 }
 
 /* dx of one row: with dxhat = g w (or g) and xhat = (x - mu) rs,
- * gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat)); layer = false: rms_norm. */
+ * gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) (fresh: gx = ...); layer = false:
+ * rms_norm. */
 static ALWAYS_INLINE void
 norm_backward_row(const float *restrict xr, const float *restrict gr, const float *restrict w,
-                  float mu, float rs, bool layer, int C, float *restrict gxr,
+                  float mu, float rs, bool layer, int C, bool fresh, float *restrict gxr,
                   float *restrict tmp) {
     /* tmp [2C]: dxhat and xhat of the row, computed once for both passes */
     float *restrict dxh = tmp, *restrict xh = tmp + C;
@@ -178,7 +180,11 @@ norm_backward_row(const float *restrict xr, const float *restrict gr, const floa
         s2 += (double)dxh[j] * xh[j];
     }
     float m1 = layer ? (float)(s1 / C) : 0.0f, m2 = (float)(s2 / C);
-    VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
+    if (fresh) {
+        VEC for (int k = 0; k < C; k++) gxr[k] = rs * (dxh[k] - m1 - xh[k] * m2);
+    } else {
+        VEC for (int k = 0; k < C; k++) gxr[k] += rs * (dxh[k] - m1 - xh[k] * m2);
+    }
 }
 
 /* dx for rows [r0, r1), the row loop inside the vectorised clone (rows overlap); scratch:
@@ -190,7 +196,7 @@ TT_CLONES static void dx_rows(void *ctx, long r0, long r1) {
     float *tmp = j->scratch + (size_t)tt_thread_num() * 2 * (size_t)C;
     for (long r = r0; r < r1; r++)
         norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
-                          layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C,
+                          layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C, j->fresh,
                           j->out + (size_t)r * C, tmp);
 }
 
@@ -199,14 +205,17 @@ static void norm_backward(tt_node *nd) {
     const norm_ctx *c = nd->ctx;
     const tt_tensor *x = c->x;
     const float *g = nd->out->grad;
-    float *gx = tt_grad_acc(c->x);
+    /* (a new dx buffer is written row by row, not zeroed first and added to: one pass
+     * over [R, C] fewer, and no serial memset before the threads start) */
+    bool fresh;
+    float *gx = tt_grad_acc_fresh(c->x, &fresh);
     float *gw = tt_grad_acc(c->w), *gb = tt_grad_acc(c->b);
     int C = tt_last_dim(x);
     long R = (long)tt_rows(x);
     if (gx && R > 0 && C > 0) {
         const int nt = tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R);
         norm_job j = {.x = x->data, .g = g, .w = c->w ? c->w->data : NULL, .out = gx,
-                      .mean = c->mean, .rstd = c->rstd, .C = C,
+                      .mean = c->mean, .rstd = c->rstd, .C = C, .fresh = fresh,
                       .scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float))};
         tt_parallel_for(R, nt, dx_rows, &j);
     }
