@@ -4,6 +4,10 @@
 
 #include <math.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* in[0] = x, then w and b if the case has them */
 typedef struct norm_case {
     bool rms, has_w, has_b;
@@ -220,6 +224,66 @@ START_TEST(test_norm_grad_accumulates) {
 }
 END_TEST
 
+/* dw and db are summed in fixed chunks of rows (each chunk in row order, then the
+ * chunks in order): the same bits on 1 and 2 threads, and within a few float roundings
+ * of a double-precision sum of the same terms. 1000 x 48: 16 chunks, enough elements
+ * for two threads. */
+static void affine_grads(int threads, const tt_tensor *x, tt_tensor *w, tt_tensor *b,
+                         const tt_tensor *seed, float *gw, float *gb) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    tt_grad_to_none(w);
+    tt_grad_to_none(b);
+    tt_tensor *y = tt_layer_norm((tt_tensor *)x, w, b, 1e-5f);
+    tt_backward_seed(y, seed->data);
+    memcpy(gw, w->grad, w->size * sizeof(float));
+    memcpy(gb, b->grad, b->size * sizeof(float));
+    tt_tape_reset();
+}
+
+START_TEST(test_norm_affine_grads_chunked) {
+    const int R = 1000, C = 48;
+    tt_manual_seed(8);
+    tt_tensor *x = tt_rand_uniform(TT_SHAPE(R, C), -2.0f, 2.0f);
+    tt_tensor *w = tt_test_param(TT_SHAPE(C), 0.5f, 1.5f);
+    tt_tensor *b = tt_test_param(TT_SHAPE(C), -1.0f, 1.0f);
+    tt_tensor *seed = tt_rand_uniform(TT_SHAPE(R, C), -1.0f, 1.0f);
+    float gw[2][48], gb[2][48];
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+#endif
+    for (int t = 0; t < 2; t++) affine_grads(t + 1, x, w, b, seed, gw[t], gb[t]);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    ck_assert(memcmp(gw[0], gw[1], sizeof gw[0]) == 0);
+    ck_assert(memcmp(gb[0], gb[1], sizeof gb[0]) == 0);
+    for (int j = 0; j < C; j++) {
+        double sw = 0, sb = 0, aw = 0, ab = 0;
+        for (int r = 0; r < R; r++) {
+            const float *xr = x->data + (size_t)r * C;
+            double mu = 0, var = 0;
+            for (int k = 0; k < C; k++) mu += xr[k];
+            mu /= C;
+            for (int k = 0; k < C; k++) var += (xr[k] - mu) * (xr[k] - mu);
+            double xh = (xr[j] - mu) / sqrt(var / C + 1e-5), g = seed->data[(size_t)r * C + j];
+            sw += g * xh, aw += fabs(g * xh);
+            sb += g, ab += fabs(g);
+        }
+        ck_assert_msg(fabs(gw[0][j] - sw) <= 1e-5 * aw && fabs(gb[0][j] - sb) <= 1e-6 * ab,
+                      "column %d: dw %.9g (double %.9g), db %.9g (double %.9g)", j,
+                      (double)gw[0][j], sw, (double)gb[0][j], sb);
+    }
+    tt_free(x);
+    tt_free(w);
+    tt_free(b);
+    tt_free(seed);
+}
+END_TEST
+
 START_TEST(test_norm_tape_names) {
     tt_tensor *x = tt_set_requires_grad(tt_ones(TT_SHAPE(2, 3)), true);
     ck_assert_str_eq(tt_layer_norm(x, NULL, NULL, 1e-5f)->node->op, "layer_norm");
@@ -270,6 +334,7 @@ static Suite *norm_suite(void) {
     tcase_add_test(tc, test_layer_norm_large_offset);
     tcase_add_test(tc, test_norm_threaded_rows_match_serial);
     tcase_add_test(tc, test_norm_grad_accumulates);
+    tcase_add_test(tc, test_norm_affine_grads_chunked);
     tcase_add_test(tc, test_norm_tape_names);
     tcase_add_test(tc, test_norm_errors);
     suite_add_tcase(s, tc);

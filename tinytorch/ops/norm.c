@@ -23,9 +23,11 @@
  *
  * The forward saves mu and r per row in the arena (2 floats a row; rms_norm only r).
  * Row statistics are accumulated in double, in eight lanes in a fixed order (below).
- * Rows are independent for y and dx (OpenMP over rows, one thread per row); dw and db sum
- * over rows, rows in order, split between threads by columns. Either way every value is
- * computed by one thread in a fixed order: bit-identical for any thread count.
+ * Rows are independent for y and dx (OpenMP over rows, one thread per row). dw and db sum
+ * over rows, in the same pass as dx (x, g and xhat are read once): each chunk of
+ * SUM_ROWS rows sums its rows in order into a partial row of its own, and the chunks'
+ * partials are added in chunk order at the end. The chunks do not depend on the thread
+ * count, so neither does any bit: every value is computed in a fixed order.
  */
 #include "../internal.h"
 
@@ -33,8 +35,9 @@
 
 
 #define PAR_MIN_ELEMS 32768
-/* columns per task of the dw / db sums */
-#define COL_BLOCK 64
+/* Rows per chunk of the dw / db sums (fixed: the sums must not depend on the threads).
+ * The partials take [R / SUM_ROWS, C] floats each, an eighth of x for dw and db. */
+#define SUM_ROWS 64
 
 typedef struct norm_ctx {
     float *mean;  /* [R]; NULL for rms_norm */
@@ -99,73 +102,39 @@ static ALWAYS_INLINE double sumsq_row(const float *x, double mu, int C) {
 
 /* ---- backward -------------------------------------------------------------------------------- */
 
-/* Columns [j0, j0 + n) of dw += sum_rows g * xhat and db += sum_rows g (either may be
- * NULL), rows in order: each column is summed by one thread in the serial order. */
-TT_CLONES static void affine_cols(const norm_ctx *c, const float *g, float *gw, float *gb,
-                                  int j0, int n) {
-    const tt_tensor *x = c->x;
-    int C = tt_last_dim(x);
-    size_t R = tt_rows(x);
-    for (size_t r = 0; r < R; r++) {
-        const float *restrict xr = x->data + r * C + j0, *restrict gr = g + r * C + j0;
-        float mu = c->mean ? c->mean[r] : 0.0f, rs = c->rstd[r];
-        if (gw) {
-            float *restrict w = gw + j0;
-            VEC for (int j = 0; j < n; j++) w[j] += gr[j] * ((xr[j] - mu) * rs);
-        }
-        if (gb) {
-            float *restrict b = gb + j0;
-            VEC for (int j = 0; j < n; j++) b[j] += gr[j];
-        }
-    }
-}
-
-/* The loops below split between threads with tt_parallel_for; their ranges are column
- * blocks (affine_backward) and rows (dx, the forward). */
+/* The backward's loop splits between threads with tt_parallel_for over chunks of
+ * SUM_ROWS rows; the forward's over rows. */
 typedef struct norm_job {
-    const norm_ctx *c;
     const float *x, *g, *w, *b; /* g: dL/dy; w, b: the affine's data or NULL        */
-    float *gw, *gb;             /* affine_backward: dw, db (either may be NULL)     */
-    float *out;                 /* dx (backward) or y (forward)                     */
+    float *out;                 /* dx (backward; NULL: not wanted) or y (forward)   */
     float *mean, *rstd;         /* per row (mean NULL for rms_norm)                 */
-    float *scratch;             /* dx: 2 C floats per thread                        */
+    float *pw, *pb;             /* backward: [chunks, C] partial dw, db, or NULL    */
+    float *scratch;             /* backward: 2 C floats per thread                  */
     float eps;
     int C;
+    long R;
     bool fresh;                 /* dx: a new buffer, written (not added to)         */
 } norm_job;
 
-/* dw, db for column blocks [k0, k1) */
-static void affine_blocks(void *ctx, long k0, long k1) {
-    const norm_job *j = ctx;
-    const int C = j->C;
-    for (long k = k0; k < k1; k++) {
-        int j0 = (int)k * COL_BLOCK;
-        affine_cols(j->c, j->g, j->gw, j->gb, j0, C - j0 < COL_BLOCK ? C - j0 : COL_BLOCK);
-    }
-}
-
-static void affine_backward(const norm_ctx *c, const float *g, float *gw, float *gb) {
-    int C = tt_last_dim(c->x);
-    long nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
-    norm_job j = {.c = c, .g = g, .gw = gw, .gb = gb, .C = C};
-    tt_parallel_for(nblk, tt_loop_threads(c->x->size, PAR_MIN_ELEMS, nblk), affine_blocks, &j);
-}
-
-/* dx of one row: with dxhat = g w (or g) and xhat = (x - mu) rs,
- * gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) (fresh: gx = ...); layer = false:
- * rms_norm. */
+/* One row of the backward, with dxhat = g w (or g) and xhat = (x - mu) rs:
+ *   gx += rs (dxhat - mean(dxhat) - xhat mean(dxhat xhat))   (fresh: gx = ...; if gxr)
+ *   pw += g xhat, pb += g                                     (the chunk's partials, if given)
+ * layer = false: rms_norm. */
 static ALWAYS_INLINE void
 norm_backward_row(const float *restrict xr, const float *restrict gr, const float *restrict w,
                   float mu, float rs, bool layer, int C, bool fresh, float *restrict gxr,
-                  float *restrict tmp) {
+                  float *restrict pw, float *restrict pb, float *restrict tmp) {
     /* tmp [2C]: dxhat and xhat of the row, computed once for both passes */
     float *restrict dxh = tmp, *restrict xh = tmp + C;
+    VEC for (int j = 0; j < C; j++) xh[j] = (xr[j] - mu) * rs;
+    if (pw) VEC for (int j = 0; j < C; j++) pw[j] += gr[j] * xh[j];
+    if (pb) VEC for (int j = 0; j < C; j++) pb[j] += gr[j];
+    if (!gxr) return;
     if (w) {
         VEC for (int j = 0; j < C; j++) dxh[j] = gr[j] * w[j];
     } else {
         VEC for (int j = 0; j < C; j++) dxh[j] = gr[j];
     }
-    VEC for (int j = 0; j < C; j++) xh[j] = (xr[j] - mu) * rs;
     /* s1 = sum dxhat, s2 = sum dxhat * xhat (double, fixed lane order) */
     v8d a1 = {0}, a2 = {0};
     int j = 0;
@@ -187,39 +156,60 @@ norm_backward_row(const float *restrict xr, const float *restrict gr, const floa
     }
 }
 
-/* dx for rows [r0, r1), the row loop inside the vectorised clone (rows overlap); scratch:
- * 2 C floats per thread, slot tt_thread_num() */
-TT_CLONES static void dx_rows(void *ctx, long r0, long r1) {
+/* Chunks [k0, k1) of SUM_ROWS rows: dx of each row, and each chunk's partial dw / db
+ * (its rows in order), the row loop inside the vectorised clone; scratch: 2 C floats per
+ * thread, slot tt_thread_num() */
+TT_CLONES static void backward_chunks(void *ctx, long k0, long k1) {
     const norm_job *j = ctx;
     const int C = j->C;
     const bool layer = j->mean != NULL;
     float *tmp = j->scratch + (size_t)tt_thread_num() * 2 * (size_t)C;
-    for (long r = r0; r < r1; r++)
-        norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
-                          layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C, j->fresh,
-                          j->out + (size_t)r * C, tmp);
+    for (long k = k0; k < k1; k++) {
+        float *pw = j->pw ? j->pw + (size_t)k * C : NULL;
+        float *pb = j->pb ? j->pb + (size_t)k * C : NULL;
+        if (pw) memset(pw, 0, (size_t)C * sizeof *pw);
+        if (pb) memset(pb, 0, (size_t)C * sizeof *pb);
+        const long r1 = (k + 1) * SUM_ROWS < j->R ? (k + 1) * SUM_ROWS : j->R;
+        for (long r = k * SUM_ROWS; r < r1; r++)
+            norm_backward_row(j->x + (size_t)r * C, j->g + (size_t)r * C, j->w,
+                              layer ? j->mean[r] : 0.0f, j->rstd[r], layer, C, j->fresh,
+                              j->out ? j->out + (size_t)r * C : NULL, pw, pb, tmp);
+    }
 }
 
-/* dx for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
+/* dst += the chunks' partial rows, in chunk order */
+TT_CLONES static void add_partials(float *restrict dst, const float *restrict part, long chunks,
+                                   int C) {
+    for (long k = 0; k < chunks; k++) {
+        const float *restrict p = part + (size_t)k * C;
+        VEC for (int j = 0; j < C; j++) dst[j] += p[j];
+    }
+}
+
+/* dx, dw, db for both norms; c->mean == NULL means rms_norm (mu = 0, no mean(dxhat) term). */
 static void norm_backward(tt_node *nd) {
     const norm_ctx *c = nd->ctx;
     const tt_tensor *x = c->x;
-    const float *g = nd->out->grad;
     /* (a new dx buffer is written row by row, not zeroed first and added to: one pass
      * over [R, C] fewer, and no serial memset before the threads start) */
     bool fresh;
     float *gx = tt_grad_acc_fresh(c->x, &fresh);
     float *gw = tt_grad_acc(c->w), *gb = tt_grad_acc(c->b);
-    int C = tt_last_dim(x);
-    long R = (long)tt_rows(x);
-    if (gx && R > 0 && C > 0) {
-        const int nt = tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, R);
-        norm_job j = {.x = x->data, .g = g, .w = c->w ? c->w->data : NULL, .out = gx,
-                      .mean = c->mean, .rstd = c->rstd, .C = C, .fresh = fresh,
-                      .scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float))};
-        tt_parallel_for(R, nt, dx_rows, &j);
-    }
-    if (gw || gb) affine_backward(c, g, gw, gb);
+    const int C = tt_last_dim(x);
+    const long R = (long)tt_rows(x);
+    if ((!gx && !gw && !gb) || R == 0 || C == 0) return;
+    const long chunks = (R + SUM_ROWS - 1) / SUM_ROWS;
+    const int nt = tt_loop_threads((size_t)R * (size_t)C, PAR_MIN_ELEMS, chunks);
+    const size_t part = (size_t)chunks * C;
+    norm_job j = {.x = x->data, .g = nd->out->grad, .w = c->w ? c->w->data : NULL, .out = gx,
+                  .mean = c->mean, .rstd = c->rstd,
+                  .pw = gw ? tt_arena_alloc(part * sizeof(float)) : NULL,
+                  .pb = gb ? tt_arena_alloc(part * sizeof(float)) : NULL,
+                  .scratch = tt_arena_alloc((size_t)nt * 2 * (size_t)C * sizeof(float)),
+                  .C = C, .R = R, .fresh = fresh};
+    tt_parallel_for(chunks, nt, backward_chunks, &j);
+    if (gw) add_partials(gw, j.pw, chunks, C);
+    if (gb) add_partials(gb, j.pb, chunks, C);
 }
 
 /* ---- forward ----------------------------------------------------------------------------------- */
