@@ -127,8 +127,12 @@ norm_backward_row(const float *restrict xr, const float *restrict gr, const floa
     /* tmp [2C]: dxhat and xhat of the row, computed once for both passes */
     float *restrict dxh = tmp, *restrict xh = tmp + C;
     VEC for (int j = 0; j < C; j++) xh[j] = (xr[j] - mu) * rs;
-    if (pw) VEC for (int j = 0; j < C; j++) pw[j] += gr[j] * xh[j];
-    if (pb) VEC for (int j = 0; j < C; j++) pb[j] += gr[j];
+    if (pw) {
+        VEC for (int j = 0; j < C; j++) pw[j] += gr[j] * xh[j];
+    }
+    if (pb) {
+        VEC for (int j = 0; j < C; j++) pb[j] += gr[j];
+    }
     if (!gxr) return;
     if (w) {
         VEC for (int j = 0; j < C; j++) dxh[j] = gr[j] * w[j];
