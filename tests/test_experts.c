@@ -144,13 +144,13 @@ static void free_run(float **r, int n_in) {
 /* Bit for bit the ops it replaces, on one thread and on two (where 4 experts of 72 rows
  * x 64 x 128 are enough work for one expert per thread); each token in three experts, so
  * that the order in which dx sums its rows shows in the bits (two terms would commute). */
-static void matches_ops(int N, int DIM, int HID) {
+START_TEST(test_experts_matches_ops) {
 #ifdef _OPENMP
     const int saved = omp_get_max_threads();
 #endif
-    enum { E = 4 };
+    enum { N = 96, DIM = 64, HID = 128, E = 4 };
     tt_manual_seed(7);
-    int32_t *ids = malloc(3 * (size_t)N * sizeof *ids);
+    int32_t ids[3 * N];
     int off[E + 1] = {0}, T = 0;
     for (int e = 0; e < E; e++) { /* token t goes to the three experts other than t % 4 */
         for (int t = 0; t < N; t++)
@@ -179,14 +179,9 @@ static void matches_ops(int N, int DIM, int HID) {
     free_run(ref, k);
     free_inputs(in, k);
     tt_free(idx);
-    free(ids);
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
-}
-
-START_TEST(test_experts_matches_ops) {
-    matches_ops(96, 64, 128);
 }
 END_TEST
 

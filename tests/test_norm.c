@@ -228,7 +228,7 @@ END_TEST
  * chunks in order): the same bits on 1 and 2 threads, and within a few float roundings
  * of a double-precision sum of the same terms. 1000 x 48: 16 chunks, enough elements
  * for two threads. */
-static void affine_grads(int threads, const tt_tensor *x, tt_tensor *w, tt_tensor *b,
+static void affine_grads(int threads, tt_tensor *x, tt_tensor *w, tt_tensor *b,
                          const tt_tensor *seed, float *gw, float *gb) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
@@ -237,7 +237,7 @@ static void affine_grads(int threads, const tt_tensor *x, tt_tensor *w, tt_tenso
 #endif
     tt_grad_to_none(w);
     tt_grad_to_none(b);
-    tt_tensor *y = tt_layer_norm((tt_tensor *)x, w, b, 1e-5f);
+    tt_tensor *y = tt_layer_norm(x, w, b, 1e-5f);
     tt_backward_seed(y, seed->data);
     memcpy(gw, w->grad, w->size * sizeof(float));
     memcpy(gb, b->grad, b->size * sizeof(float));

@@ -656,14 +656,8 @@ static bool pairs_cover(const att_geom *g, const tt_tensor *t, int rows, int col
 /* The gradient buffer of t for the backward's pairs; *zero: it is new, and the pairs
  * zero their blocks of it themselves, on the threads that then add to them (a serial
  * memset of the whole buffer took ~1 ms of a medium layer's 8 ms backward on two
- * threads, and left half of the zeroed lines in the other core's cache). `same`: a
- * tensor passed before (q, k, v may be one), whose buffer and flag are reused. */
-static float *pair_grad(const att_geom *g, tt_tensor *t, int rows, int cols, tt_tensor *same,
-                        float *same_grad, bool same_zero, bool *zero) {
-    if (t == same) {
-        *zero = same_zero;
-        return same_grad;
-    }
+ * threads, and left half of the zeroed lines in the other core's cache). */
+static float *pair_grad(const att_geom *g, tt_tensor *t, int rows, int cols, bool *zero) {
     bool fresh;
     float *gt = tt_grad_acc_fresh(t, &fresh);
     *zero = fresh && pairs_cover(g, t, rows, cols);
@@ -678,19 +672,28 @@ static void attention_backward(tt_node *n) {
     const int nbh = g->B * g->H;
     const int nt = tt_loop_threads((size_t)total_work(g), PAR_MIN_WORK, nbh);
     if (!c->pad.q) {
-        /* kv (k and v in one tensor, n_in 2): the pairs' k and v blocks cover it together */
-        const bool kv = n->n_in == 2;
-        bool zq, zk, zv;
-        float *gq = pair_grad(g, tq, g->T, g->D, NULL, NULL, false, &zq);
-        float *gk = pair_grad(g, tk, g->S, kv ? g->D + g->Dv : g->D, tq, gq, zq, &zk);
-        float *gv = kv ? gk : pair_grad(g, tv, g->S, g->Dv, tk == tv ? tk : tq,
-                                        tk == tv ? gk : gq, tk == tv ? zk : zq, &zv);
-        if (kv) zv = zk;
-        if (!gq && !gk && !gv) return;
+        /* q, k, v; a tensor passed twice (k and v in one for the kv form, n_in 2, whose
+         * pairs' k and v blocks cover it together; or q as k) gets the buffer and flag
+         * of its first role */
+        tt_tensor *t[3] = {tq, tk, tv};
+        const int rows[3] = {g->T, g->S, g->S};
+        const int cols[3] = {g->D, n->n_in == 2 ? g->D + g->Dv : g->D, g->Dv};
+        float *gr[3];
+        bool z[3];
+        for (int i = 0; i < 3; i++) {
+            int first = 0;
+            while (t[first] != t[i]) first++;
+            if (first < i) {
+                gr[i] = gr[first], z[i] = z[first];
+            } else {
+                gr[i] = pair_grad(g, t[i], rows[i], cols[i], &z[i]);
+            }
+        }
+        if (!gr[0] && !gr[1] && !gr[2]) return;
         const size_t per = g->vec ? scratch_v(g) : (size_t)RB * g->S;
         att_job j = {g, tq->data, tk->data, tv->data, n->out->data, n->out->grad, c->P,
-                     gq, gk, gv, per, tt_arena_alloc((size_t)nt * per * sizeof(float)),
-                     zq && gq, zk && gk, zv && gv};
+                     gr[0], gr[1], gr[2], per, tt_arena_alloc((size_t)nt * per * sizeof(float)),
+                     z[0] && gr[0], z[1] && gr[1], z[2] && gr[2]};
         tt_parallel_for(nbh, nt, backward_range, &j);
         return;
     }
