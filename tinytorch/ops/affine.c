@@ -118,6 +118,7 @@ void tt_affine_grad_pre(const float *g, const float *y, bool relu, float *gp, fl
 typedef struct grads_job {
     const float *g, *x, *w; /* Gp [M, N], x [M, K], W [N, K] */
     float *gx, *gw;         /* either may be NULL            */
+    float *gb;              /* db, summed by the last task; NULL: no such task */
     float beta_x, beta_w;   /* 0: fresh buffer, 1: accumulate */
     int M, K, N;
     int nx, nw;             /* blocks of dx, of dW: tasks [0, nx) and [nx, nx + nw) */
@@ -197,9 +198,14 @@ static void gemm_block(int t, int blocks, bool by_cols, bool grow, bool ta, int 
                 ldb, beta, C + (size_t)s0 * ldc, ldc);
 }
 
-/* Task t: block t of dx = Gp W (rows of x, or columns), or block t - nx of dW = Gp^T x. */
+/* Task t: block t of dx = Gp W (rows of x, or columns), block t - nx of dW = Gp^T x, or
+ * (t = nx + nw, when gb is set) db's column sums over all rows, as tt_affine_grad_pre
+ * sums them on one thread: the same bits. */
 static void grads_task(const grads_job *j, int t) {
-    if (t < j->nx)
+    if (t == j->nx + j->nw) {
+        loop_args a = {.db = j->gb, .g = j->g, .M = j->M, .N = j->N, .bw = j->N};
+        backward_pre_blocks(&a, 0, 1);
+    } else if (t < j->nx)
         gemm_block(t, j->nx, j->x_cols, false, false, j->M, j->K, j->N, j->g, j->N, j->w,
                    j->K, j->beta_x, j->gx, j->K);
     else
@@ -212,7 +218,7 @@ static void grads_task(const grads_job *j, int t) {
 static void grads_range(void *ctx, long t0, long t1) {
     grads_job *j = ctx;
     if (t1 - t0 == 2) {
-        for (int t = 0; t < j->nx + j->nw; t++) grads_task(j, t);
+        for (int t = 0; t < j->nx + j->nw + (j->gb != NULL); t++) grads_task(j, t);
         return;
     }
     for (int t; (t = tt_share_take(&j->tasks, t0 == 0)) >= 0;) grads_task(j, t);
@@ -232,16 +238,22 @@ static void affine_backward(tt_node *n) {
     const bool in_place = relu && tt_grad_disposable(n);
     float *gp = !relu ? NULL : in_place ? n->out->grad : tt_arena_grad_alloc((size_t)M * N);
     float *gb = b ? tt_grad_acc(b) : NULL;
-    tt_affine_grad_pre(g, n->out->data, relu, gp, gb, M, N);
-    if (relu) g = gp;
-    /* (both buffers first: the arena is not for threads; if x is w, the second is the
+    /* (all buffers first: the arena is not for threads; if x is w, the second is the
      * first, not fresh, and dW adds to dx's product as it would in sequence) */
     bool fresh_x, fresh_w;
     float *gx = tt_grad_acc_fresh(x, &fresh_x);
     float *gw = tt_grad_acc_fresh(w, &fresh_w);
-    grads_job j = {g, x->data, w->data, gx, gw, fresh_x ? 0.0f : 1.0f, fresh_w ? 0.0f : 1.0f,
-                   M, K, N, 0, 0, false, false, 0};
+    grads_job j = {g, x->data, w->data, gx, gw, NULL, fresh_x ? 0.0f : 1.0f,
+                   fresh_w ? 0.0f : 1.0f, M, K, N, 0, 0, false, false, 0};
     const bool pair = side_by_side(&j);
+    /* Without the mask, db needs nothing before the products: with the products side by
+     * side it is one more task, at the back of the list, where the thread doing dW starts
+     * (not a parallel region of its own, the threads reading column strips of G). */
+    if (pair && !relu)
+        j.gb = gb;
+    else
+        tt_affine_grad_pre(g, n->out->data, relu, gp, gb, M, N);
+    if (relu) j.g = gp;
     const size_t work = (size_t)M * (size_t)N * (size_t)K;
     /* one task per product, or (a pair: both gradients wanted) blocks of each;
      * dx = Gp W: A = Gp [M, N], B = W [N, K]; dW = Gp^T x: A = Gp^T, B = x [M, K] */
@@ -253,7 +265,7 @@ static void affine_backward(tt_node *n) {
         j.nw = share_blocks(N, K, work, tt_gemm_cols_split_cheap(true, N, M, N),
                             tt_gemm_rows_split_cheap(false, M, K, K), &j.w_cols);
     }
-    tt_share_set(&j.tasks, 0, j.nx + j.nw);
+    tt_share_set(&j.tasks, 0, j.nx + j.nw + (j.gb != NULL));
     tt_parallel_for(2, pair ? 2 : 1, grads_range, &j);
     if (gp && !in_place) tt_arena_grad_free(gp, (size_t)M * N);
 }
