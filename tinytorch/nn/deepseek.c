@@ -252,7 +252,10 @@ static tt_tensor *embed(const tt_dsv3 *m, tt_tensor *ids, int start) {
     const int T = ids->shape[1];
     tt_tensor *pos = tt_tmp(TT_I32, TT_SHAPE(T));
     for (int t = 0; t < T; t++) tt_ids(pos)[t] = start + t;
-    return tt_add(tt_embed_forward(&m->embed, ids), tt_embed_forward(&m->pos_embed, pos));
+    /* (one op a statement: C leaves the order of a call's arguments open, and the tape's
+     * order should not depend on the compiler) */
+    tt_tensor *tok = tt_embed_forward(&m->embed, ids);
+    return tt_add(tok, tt_embed_forward(&m->pos_embed, pos));
 }
 
 tt_tensor *tt_dsv3_block_forward(const tt_dsv3_block *b, tt_tensor *h, bool training,

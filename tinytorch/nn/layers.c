@@ -102,6 +102,10 @@ void tt_expert_init(tt_expert *m, tt_params *p, const char *name, int dim, int h
 tt_tensor *tt_expert_forward(const tt_expert *m, tt_tensor *x) {
     if (m->kind == TT_FFN_RELU) /* relu(fc1 x) as one op: its output is all it keeps */
         return tt_linear_forward(&m->down, tt_affine_relu(x, m->up.weight, m->up.bias));
-    tt_tensor *h = tt_mul(tt_silu(tt_linear_forward(&m->up, x)), tt_linear_forward(&m->gate, x));
-    return tt_linear_forward(&m->down, h);
+    /* w3 x before w1 x: C leaves the order of a call's arguments open, and this is the
+     * order GCC gave the nested call these lines replace; the backward runs the other way
+     * (w1's dx first), which fixes the order of the terms added into x's gradient. */
+    tt_tensor *g = tt_linear_forward(&m->gate, x);
+    tt_tensor *a = tt_silu(tt_linear_forward(&m->up, x));
+    return tt_linear_forward(&m->down, tt_mul(a, g));
 }
