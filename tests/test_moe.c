@@ -441,15 +441,16 @@ START_TEST(test_moe_matches_dense) {
 }
 END_TEST
 
-/* The tape shows the work: the experts' rows come from x, by index_select per expert
- * (SwiGLU experts) or inside the one experts_relu op (ReLU experts), and add up to N*K;
- * an expert with no tokens appears nowhere on the tape. */
-static void only_routed_rows(tt_ffn_kind kind) {
+/* The tape shows the work: the experts' rows come from x, inside the one experts op
+ * (experts_relu or experts_swiglu) or, op by op, by index_select per expert, and add up
+ * to N*K; an expert with no tokens appears nowhere on the tape. */
+static void only_routed_rows(tt_ffn_kind kind, bool op_by_op) {
     tt_manual_seed(4);
     tt_params p = {0};
     tt_moe m;
     tt_moe_config cfg = small_moe(kind, 0);
     cfg.gate.selection_bias = true;
+    cfg.op_by_op = op_by_op;
     tt_moe_init(&m, &p, "moe", &cfg);
     m.gate.bias->data[3] = -10.0f; /* expert 3 is never chosen */
     tt_tensor *x = tt_test_param(TT_SHAPE(7, 6), -1.0f, 1.0f);
@@ -464,7 +465,8 @@ static void only_routed_rows(tt_ffn_kind kind) {
             rows += nd->out->shape[0];
             experts++;
         }
-        if (!strcmp(nd->op, "experts_relu")) {
+        if (!strcmp(nd->op, "experts_relu") || !strcmp(nd->op, "experts_swiglu")) {
+            ck_assert(!op_by_op);
             const int *off = tt_experts_relu_offsets(nd);
             rows += nd->in[1]->shape[0];
             experts += nd->i[0];
@@ -485,8 +487,63 @@ static void only_routed_rows(tt_ffn_kind kind) {
 }
 
 START_TEST(test_moe_only_routed_rows) {
-    only_routed_rows(TT_FFN_RELU);
-    only_routed_rows(TT_FFN_SWIGLU);
+    for (int op_by_op = 0; op_by_op <= 1; op_by_op++) {
+        only_routed_rows(TT_FFN_RELU, op_by_op);
+        only_routed_rows(TT_FFN_SWIGLU, op_by_op);
+    }
+}
+END_TEST
+
+/* The experts op and cfg.op_by_op give the same bits: the output and every parameter's
+ * gradient of a whole MoE layer (router, routed experts, shared expert), both kinds. */
+static void op_matches_loop(tt_ffn_kind kind) {
+    float *ref[32] = {0}, *ref_y = NULL;
+    size_t ny = 0;
+    for (int op_by_op = 1; op_by_op >= 0; op_by_op--) {
+        tt_manual_seed(31);
+        tt_params p = {0};
+        tt_moe m;
+        tt_moe_config cfg = small_moe(kind, 5);
+        cfg.op_by_op = op_by_op;
+        tt_moe_init(&m, &p, "moe", &cfg);
+        ck_assert_int_le(p.n, 32);
+        tt_tensor *x = tt_test_param(TT_SHAPE(3, 7, 6), -1.0f, 1.0f);
+        tt_tensor *y = tt_moe_forward(&m, x, false, NULL);
+        tt_tensor *w = tt_rand_uniform(TT_SHAPE(3, 7, 6), -1.0f, 1.0f);
+        tt_backward(tt_sum_all(tt_mul(y, w)));
+        bool busy_all = true; /* (every expert has a gradient: all were routed to) */
+        for (int i = 0; i < p.n; i++) busy_all = busy_all && p.t[i]->grad;
+        ck_assert(busy_all);
+        if (op_by_op) {
+            ny = y->size;
+            ref_y = malloc(ny * sizeof(float));
+            memcpy(ref_y, y->data, ny * sizeof(float));
+        } else {
+            ck_assert_msg(memcmp(y->data, ref_y, ny * sizeof(float)) == 0, "y differs");
+        }
+        for (int i = 0; i < p.n; i++) {
+            const tt_tensor *t = p.t[i];
+            if (op_by_op) {
+                ref[i] = malloc(t->size * sizeof(float));
+                memcpy(ref[i], t->grad, t->size * sizeof(float));
+            } else {
+                ck_assert_msg(memcmp(t->grad, ref[i], t->size * sizeof(float)) == 0,
+                              "gradient of '%s' differs from the op-by-op loop's", t->name);
+                free(ref[i]);
+            }
+        }
+        tt_tape_reset();
+        tt_free(w);
+        tt_free(x);
+        tt_moe_free(&m);
+        tt_params_free(&p);
+    }
+    free(ref_y);
+}
+
+START_TEST(test_moe_op_matches_loop) {
+    op_matches_loop(TT_FFN_RELU);
+    op_matches_loop(TT_FFN_SWIGLU);
 }
 END_TEST
 
@@ -499,10 +556,12 @@ static tt_tensor *f_moe(tt_tensor *const *in, void *user) {
     return tt_moe_forward(c->m, in[0], false, NULL);
 }
 
-static void moe_gradcheck(tt_ffn_kind kind, int shared, uint64_t seed, const char *op) {
+static void moe_gradcheck(tt_ffn_kind kind, int shared, uint64_t seed, const char *op,
+                          bool op_by_op) {
     tt_params p = {0};
     tt_moe m = {0};
     tt_moe_config cfg = small_moe(kind, shared);
+    cfg.op_by_op = op_by_op;
     tt_tensor *x = NULL;
     bool ok = false;
     uint64_t used = seed;
@@ -532,16 +591,18 @@ static void moe_gradcheck(tt_ffn_kind kind, int shared, uint64_t seed, const cha
 
 START_TEST(test_moe_grad) {
     /* SwiGLU experts: smooth, so no kink of ReLU can sit inside a finite-difference step */
-    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "moe_combine");
-    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "index_select");
-    moe_gradcheck(TT_FFN_SWIGLU, 4, 8, "index_select");
+    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "moe_combine", false);
+    moe_gradcheck(TT_FFN_SWIGLU, 0, 8, "experts_swiglu", false);
+    moe_gradcheck(TT_FFN_SWIGLU, 4, 8, "experts_swiglu", false);
+    moe_gradcheck(TT_FFN_SWIGLU, 4, 8, "index_select", true); /* (the loop) */
 }
 END_TEST
 
 START_TEST(test_moe_relu_grad) {
     /* the seed's ReLU experts, on a seed where no hidden pre-activation lies within 0.01
      * of the kink at 0 (a step moves one by at most 1e-2 * max(|x|, |W1|) <= 1e-2) */
-    moe_gradcheck(TT_FFN_RELU, 0, 8, "moe_combine");
+    moe_gradcheck(TT_FFN_RELU, 0, 8, "moe_combine", false);
+    moe_gradcheck(TT_FFN_RELU, 0, 8, "experts_relu", false);
 }
 END_TEST
 
@@ -575,6 +636,7 @@ static Suite *moe_suite(void) {
     tcase_add_test(tc, test_gate_config_errors);
     tcase_add_test(tc, test_moe_matches_dense);
     tcase_add_test(tc, test_moe_only_routed_rows);
+    tcase_add_test(tc, test_moe_op_matches_loop);
     tcase_add_test(tc, test_moe_grad);
     tcase_add_test(tc, test_moe_relu_grad);
     tcase_add_test(tc, test_moe_shape_error);

@@ -81,8 +81,8 @@ tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src)
  * The same bits as tt_index_select, tt_affine_relu and tt_affine per expert; with
  * several threads each takes whole experts (ops/experts.c says why). A tensor passed
  * twice (weights shared between experts) gets the sum of its uses' gradients, the same
- * bits as op by op too (its experts' backward then runs on one thread). An expert with no rows gives its weights no
- * gradient (as if it had not run). On the tape: one
+ * bits as op by op too (its experts' backward then runs on one thread). An expert with no
+ * rows gives its weights no gradient (as if it had not run). On the tape: one
  * node "experts_relu", in[] = x, idx, w1[0..n), w2[0..n), then the b1 and the b2 if
  * given; node->i[0] = n, i[1] = hidden, i[2] / i[3]: whether b1 / b2 were given. */
 #define tt_experts_relu(x, idx, n, off, w1, b1, w2, b2) \
@@ -90,8 +90,22 @@ tt_tensor *tt_affine_relu_(tt_tensor *x, tt_tensor *w, tt_tensor *b, tt_src src)
 tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
                             tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
                             tt_tensor *const *b2, tt_src src);
-/* The row offsets off[0..n] an experts_relu node was called with (NULL for another
- * node): expert e's rows are off[e] .. off[e+1] - 1 of its idx and of its output. */
+/* tt_experts_swiglu: the same for DeepSeek-V3's SwiGLU experts,
+ *   y_e = (silu(x[idx_e] w1[e]^T + b1[e]) * (x[idx_e] w3[e]^T + b3[e])) w2[e]^T + b2[e]
+ * w1[e], w3[e] [hidden, dim], w2[e] [dim, hidden]; b1, b2, b3 arrays of n or NULL. The
+ * same bits as tt_index_select, then (in this order) tt_affine for w3, tt_affine for w1,
+ * tt_silu, tt_mul and tt_affine for w2 per expert (tt_expert_forward's order). One node
+ * "experts_swiglu", in[] = x, idx, w1[0..n), w2[0..n), w3[0..n), then the b1, b2, b3
+ * given; node->i as above, and i[4]: whether b3 was given. */
+#define tt_experts_swiglu(x, idx, n, off, w1, b1, w2, b2, w3, b3) \
+    tt_experts_swiglu_(x, idx, n, off, w1, b1, w2, b2, w3, b3, TT_SRC)
+tt_tensor *tt_experts_swiglu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                              tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
+                              tt_tensor *const *b2, tt_tensor *const *w3,
+                              tt_tensor *const *b3, tt_src src);
+/* The row offsets off[0..n] an experts_relu or experts_swiglu node was called with (NULL
+ * for another node): expert e's rows are off[e] .. off[e+1] - 1 of its idx and of its
+ * output. */
 const int *tt_experts_relu_offsets(const struct tt_node *node);
 
 /* ---- shape ------------------------------------------------------------------------- */

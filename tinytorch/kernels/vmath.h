@@ -56,6 +56,19 @@ static ALWAYS_INLINE void vexp(v16 *px) {
     *px = (v16)((v16i)y & ~under);
 }
 
+/* The logistic function on 16 lanes, without overflow: with e = e^-|x| <= 1 (vexp,
+ * above: the softmax's exponential, within a few ulp of expf),
+ * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below, so x = +-1000 gives exactly 1 or 0
+ * instead of inf / inf. A NaN x gives NaN. */
+static ALWAYS_INLINE void vsigmoid(const v16 *px, v16 *ps) {
+    const v16 x = *px;
+    const v16i neg = x < (v16){0}, nan = x != x;
+    v16 e = vsel(neg, x, -x); /* -|x| */
+    vexp(&e);
+    const v16 d = e + 1.0f;
+    *ps = vsel(nan, x, vsel(neg, e / d, 1.0f / d));
+}
+
 /* *c = a * s + *c on 16 lanes, each rounded once (a fused multiply-add): the same bits
  * on every target, as IEEE fma is exactly specified. In a function compiled for AVX-512
  * or x86-64-v3 (TT_CLONES_FMA) the loop becomes one vfmadd; elsewhere each lane is an

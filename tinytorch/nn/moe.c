@@ -17,8 +17,9 @@
  *   out[n] = sum_k w[n, k] * (row of Y_{idx[n,k]} computed for token n)   (combine)
  * so the work is N*K expert rows, independent of E; the backward of index_select
  * scatters the gradients back to the tokens, that of combine to the Y_e and the weights.
- * ReLU experts (the seed's) run all at once as one op, tt_experts_relu (ops/experts.c):
- * the same numbers, each thread taking whole experts; SwiGLU experts run op by op.
+ * The experts run all at once as one op, tt_experts_relu or tt_experts_swiglu
+ * (ops/experts.c): the same numbers, each thread taking whole experts; cfg.op_by_op runs
+ * them one by one instead (index_select and tt_expert_forward per expert).
  */
 #include "moe.h"
 
@@ -368,31 +369,37 @@ static tt_tensor *combine(tt_tensor *w, int nb, tt_tensor **ys, const int32_t *b
     return out;
 }
 
-/* The busy experts (ReLU) of one routing in one tt_experts_relu, the same numbers as
- * the loop of tt_moe_forward: expert e's rows are tokens tok[start[e] .. start[e+1]), and
- * so are its rows of the output [N*K, dim]. */
-static tt_tensor *experts_relu(const tt_moe *m, tt_tensor *xf, const int *counts,
-                               const int *start, const int32_t *tok) {
+/* The busy experts of one routing in one tt_experts_relu / tt_experts_swiglu, the same
+ * numbers as the op-by-op loop of tt_moe_forward: expert e's rows are tokens
+ * tok[start[e] .. start[e+1]), and so are its rows of the output [N*K, dim]. */
+static tt_tensor *experts_op(const tt_moe *m, tt_tensor *xf, const int *counts,
+                             const int *start, const int32_t *tok) {
     const int E = m->cfg.gate.n_experts, T = start[E];
     tt_tensor *ti = tt_tmp(TT_I32, TT_SHAPE(T));
     memcpy(ti->data, tok, (size_t)T * sizeof *tok);
-    tt_tensor **w = tt_arena_alloc((size_t)4 * E * sizeof *w);
-    tt_tensor **w1 = w, **b1 = w + E, **w2 = w + 2 * E, **b2 = w + 3 * E;
+    tt_tensor **w = tt_arena_alloc((size_t)6 * E * sizeof *w);
+    tt_tensor **w1 = w, **b1 = w + E, **w2 = w + 2 * E, **b2 = w + 3 * E, **w3 = w + 4 * E,
+              **b3 = w + 5 * E;
     int *off = tt_arena_alloc((size_t)(E + 1) * sizeof *off);
     int n = 0;
     for (int e = 0; e < E; e++) {
         if (counts[e] == 0) continue; /* an idle expert costs nothing */
         const tt_expert *x = &m->experts[e];
         off[n] = start[e];
-        w1[n] = x->up.weight;
+        w1[n] = x->up.weight; /* (ReLU: fc1; SwiGLU: w1) */
         b1[n] = x->up.bias;
         w2[n] = x->down.weight;
         b2[n] = x->down.bias;
+        w3[n] = x->gate.weight; /* (SwiGLU only) */
+        b3[n] = x->gate.bias;
         n++;
     }
     off[n] = T;
-    const bool bias1 = b1[0] != NULL, bias2 = b2[0] != NULL;
-    return tt_experts_relu(xf, ti, n, off, w1, bias1 ? b1 : NULL, w2, bias2 ? b2 : NULL);
+    const bool bias = b1[0] != NULL; /* (all of an MoE's expert Linears have one, or none) */
+    if (m->experts[0].kind == TT_FFN_RELU)
+        return tt_experts_relu(xf, ti, n, off, w1, bias ? b1 : NULL, w2, bias ? b2 : NULL);
+    return tt_experts_swiglu(xf, ti, n, off, w1, bias ? b1 : NULL, w2, bias ? b2 : NULL, w3,
+                             bias ? b3 : NULL);
 }
 
 tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routing *routing_out) {
@@ -415,9 +422,9 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     memcpy(fill, start, (size_t)E * sizeof *fill);
     int32_t *tok = tt_arena_alloc((size_t)N * K * sizeof *tok);
     const int32_t *idx = tt_ids(r.indices);
-    /* ReLU experts run as one op with one output, the pairs' rows in sorted order; other
-     * experts one by one, each with an output of its own rows */
-    const bool one_op = m->experts[0].kind == TT_FFN_RELU;
+    /* The experts run as one op with one output, the pairs' rows in sorted order; with
+     * cfg.op_by_op one by one, each with an output of its own rows (the same numbers) */
+    const bool one_op = !m->cfg.op_by_op;
     /* pair p = (token p / K, slot p % K) is row row_of[p] of output busy_of[p] (the busy
      * experts numbered in expert order; output 0 for all, with one op) */
     int *busy = tt_arena_alloc((size_t)E * sizeof *busy);
@@ -435,7 +442,7 @@ tt_tensor *tt_moe_forward(const tt_moe *m, tt_tensor *x, bool training, tt_routi
     tt_tensor **ys = tt_arena_alloc((size_t)E * sizeof *ys);
     int n_busy = 0;
     if (one_op) {
-        ys[n_busy++] = experts_relu(m, xf, r.counts, start, tok); /* [N*K, dim] */
+        ys[n_busy++] = experts_op(m, xf, r.counts, start, tok); /* [N*K, dim] */
     } else {
         for (int e = 0; e < E; e++) {
             int c = r.counts[e];

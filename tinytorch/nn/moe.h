@@ -68,6 +68,9 @@ typedef struct tt_moe_config {
     tt_ffn_kind kind;      /* RELU (seed) or SWIGLU (V3)                               */
     bool expert_bias;      /* biases in the experts' Linears                           */
     int shared_hidden;     /* > 0: one always-on shared expert of this hidden size     */
+    bool op_by_op;         /* run the routed experts op by op (index_select and the
+                            * expert's Linears per expert, as tutorial 5 shows) instead
+                            * of one experts op: the same bits, slower; a tape to read */
 } tt_moe_config;
 
 typedef struct tt_moe {

@@ -1,7 +1,8 @@
-/* experts.c - the routed ReLU experts of an MoE layer as one op, an expert per thread.
+/* experts.c - the routed experts of an MoE layer as one op, an expert per thread.
  *
  * Expert e of n runs on the rows idx[off[e]], ..., idx[off[e+1] - 1] of x [N, dim] and
- * writes rows off[e] .. off[e+1] - 1 of y [T, dim] (T = off[n]):
+ * writes rows off[e] .. off[e+1] - 1 of y [T, dim] (T = off[n]). ReLU experts (the
+ * seed's):
  *
  *   X_e = x[idx[off[e] ...]]                   [c, dim]     (index_select)
  *   H_e = relu(X_e W1_e^T + b1_e)              [c, hidden]  (affine_relu, fc1)
@@ -12,26 +13,40 @@
  *   Gp = dH * [H_e > 0]   db1 += colsum(Gp)
  *   dX = Gp W1            dW1 += Gp^T X_e          dx[idx[off[e] + m]] += dX[m]
  *
- * The same ops as index_select, affine_relu and affine per expert, in one tape node, for
- * speed: the experts are independent, so with two threads each thread takes whole
- * experts (the largest first) and runs their products on its own core, where op by op
- * every product would be shared by both threads - its operands crossing between the
+ * SwiGLU experts (DeepSeek-V3's), s(a) = 1 / (1 + e^-a):
+ *
+ *   A_e = X_e W1_e^T + b1_e    B_e = X_e W3_e^T + b3_e         (affine w1, affine w3)
+ *   H_e = silu(A_e) * B_e,  silu(a) = a s(a)                   (silu, mul)
+ *   y_e = H_e W2_e^T + b2_e                                    (affine w2)
+ *
+ * Backward: db2, dH and dW2 as above, then
+ *   dS = dH * B_e    dB = dH * silu(A_e)    dA = dS s(A_e) (1 + A_e (1 - s(A_e)))
+ *   db1 += colsum(dA)   dX  = dA W1   dW1 += dA^T X_e
+ *   db3 += colsum(dB)   dX += dB W3   dW3 += dB^T X_e
+ *
+ * The same ops as index_select, the Linears and the activation per expert, in one tape
+ * node, for speed: the experts are independent, so with two threads each thread takes
+ * whole experts (the largest first) and runs their products on its own core, where op by
+ * op every product would be shared by both threads - its operands crossing between the
  * cores' caches, a barrier or a claim per product. Measured on the Zen 5 of the
- * fourteenth session, 2 threads: the experts alone (each expert's operands its own),
- * forward 1.76x -> 1.95x of one thread for the small model's, 1.85x -> 1.95x for the
- * medium's; backward (op by op: the products as pairs) 1.55-1.61x -> 1.93-1.96x; whole
- * training steps (in-process ABBA against the op-by-op loop) toy 0.86, small 0.92,
+ * fourteenth session, 2 threads (ReLU): the experts alone (each expert's operands its
+ * own), forward 1.76x -> 1.95x of one thread for the small model's, 1.85x -> 1.95x for
+ * the medium's; backward (op by op: the products as pairs) 1.55-1.61x -> 1.93-1.96x;
+ * whole training steps (in-process ABBA against the op-by-op loop) toy 0.86, small 0.92,
  * medium 0.92 of the time; one thread unchanged. bench/README.md has the details.
  *
  * Every product is the one the op-by-op path computes (tt_gemm / tt_gemm_bias with the
  * same shapes, strides and beta; a product's bits do not depend on its thread count),
- * the bias sums run over rows in order, and dx receives the experts' rows in the order
- * the op-by-op backward would add them (last expert first): the results are bit for bit
- * those of index_select + affine_relu + affine per expert, for any thread count
- * (tests/test_experts.c checks both).
+ * the bias sums run over rows in order, the elementwise steps are the ops' own
+ * expressions (silu's vsigmoid; a gradient the ops would add to a zeroed buffer is
+ * added to +0 here too, which turns a -0 into +0 as they do), and dx receives the
+ * experts' rows in the order the op-by-op backward would add them (last expert first):
+ * the results are bit for bit those of the ops per expert, for any thread count
+ * (tests/test_experts.c checks both kinds).
  */
 #include "../internal.h"
 #include "../kernels/gemm.h"
+#include "../kernels/vmath.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,21 +59,82 @@
 
 typedef struct experts_ctx {
     int n, dim, hidden;
+    bool swiglu;     /* else ReLU experts                                          */
     int *off;        /* [n + 1] first row of each expert; off[n] = T              */
     int *order;      /* [n] the experts by rows, largest first (claim order)       */
-    float *xs;       /* [T, dim] the gathered rows X_e, kept for dW1               */
-    float *h;        /* [T, hidden] H_e, kept for dW2 and the ReLU's mask          */
-    bool bias1, bias2;
+    float *xs;       /* [T, dim] the gathered rows X_e, kept for dW1 (and dW3)     */
+    float *h;        /* [T, hidden] H_e, kept for dW2 (and the ReLU's mask)        */
+    float *a, *b;    /* [T, hidden] A_e and B_e (SwiGLU), kept for its backward    */
+    bool bias1, bias2, bias3;
 } experts_ctx;
 
-/* in[]: x, idx, then w1[0..n), w2[0..n), b1[0..n) (if bias1), b2[0..n) (if bias2) */
+/* in[]: x, idx, w1[0..n), w2[0..n), w3[0..n) (SwiGLU), then b1[0..n), b2[0..n),
+ * b3[0..n), each only if given */
+static int n_weights(const experts_ctx *c) { return c->swiglu ? 3 : 2; }
 static tt_tensor *w1_of(tt_node *nd, int e) { return nd->in[2 + e]; }
 static tt_tensor *w2_of(tt_node *nd, int n, int e) { return nd->in[2 + n + e]; }
+static tt_tensor *w3_of(tt_node *nd, int n, int e) { return nd->in[2 + 2 * n + e]; }
 static tt_tensor *b1_of(tt_node *nd, const experts_ctx *c, int e) {
-    return c->bias1 ? nd->in[2 + 2 * c->n + e] : NULL;
+    return c->bias1 ? nd->in[2 + n_weights(c) * c->n + e] : NULL;
 }
 static tt_tensor *b2_of(tt_node *nd, const experts_ctx *c, int e) {
-    return c->bias2 ? nd->in[2 + (2 + c->bias1) * c->n + e] : NULL;
+    return c->bias2 ? nd->in[2 + (n_weights(c) + c->bias1) * c->n + e] : NULL;
+}
+static tt_tensor *b3_of(tt_node *nd, const experts_ctx *c, int e) {
+    return c->bias3 ? nd->in[2 + (n_weights(c) + c->bias1 + c->bias2) * c->n + e] : NULL;
+}
+
+/* ---- SwiGLU's elementwise steps (the silu and mul ops' arithmetic, lane by lane) ---- */
+/* h = silu(a) * b over n floats: silu(a) = a s(a) rounded, then the product */
+TT_CLONES static void swiglu_rows(const float *restrict a, const float *restrict b,
+                                  float *restrict h, size_t n) {
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        const v16 v = VLOAD(a + i);
+        v16 sg;
+        vsigmoid(&v, &sg);
+        VSTORE(h + i, (v * sg) * VLOAD(b + i));
+    }
+    if (i < n) {
+        v16 v, bv, sg;
+        vload_part(&v, a + i, (int)(n - i), 0.0f);
+        vload_part(&bv, b + i, (int)(n - i), 0.0f);
+        vsigmoid(&v, &sg);
+        const v16 r = (v * sg) * bv;
+        for (size_t k = 0; k < n - i; k++) h[i + k] = r[k];
+    }
+}
+
+/* From dH (in d) to dA (into d, in place) and dB (into db), over n floats. Each is
+ * added to +0, as the ops add them to their new (zeroed) gradient buffers:
+ *   dS = 0 + dH B,  dB = 0 + dH silu(A)          (mul's backward)
+ *   dA = 0 + dS s(A) (1 + A (1 - s(A)))          (silu's backward)              */
+TT_CLONES static void swiglu_grad_rows(float *restrict d, float *restrict db,
+                                       const float *restrict a, const float *restrict b,
+                                       size_t n) {
+    const v16 zero = vsplat(0.0f);
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        const v16 v = VLOAD(a + i), dh = VLOAD(d + i);
+        v16 sg;
+        vsigmoid(&v, &sg);
+        const v16 ds = zero + dh * VLOAD(b + i);
+        VSTORE(db + i, zero + dh * (v * sg));
+        VSTORE(d + i, zero + ds * sg * (1.0f + v * (1.0f - sg)));
+    }
+    if (i < n) {
+        v16 v, bv, dh, sg;
+        vload_part(&v, a + i, (int)(n - i), 0.0f);
+        vload_part(&bv, b + i, (int)(n - i), 0.0f);
+        vload_part(&dh, d + i, (int)(n - i), 0.0f);
+        vsigmoid(&v, &sg);
+        const v16 ds = zero + dh * bv;
+        const v16 rb = zero + dh * (v * sg), ra = zero + ds * sg * (1.0f + v * (1.0f - sg));
+        for (size_t k = 0; k < n - i; k++) {
+            db[i + k] = rb[k];
+            d[i + k] = ra[k];
+        }
+    }
 }
 
 /* Whether the experts go one per thread (else one after another, each product split
@@ -105,7 +181,7 @@ typedef struct fwd_job {
     const experts_ctx *c;
     const float *x;
     const int32_t *idx;
-    const float **w1, **b1, **w2, **b2;
+    const float **w1, **b1, **w2, **b2, **w3, **b3; /* (w3, b3: SwiGLU) */
     float *y;
 } fwd_job;
 
@@ -118,8 +194,17 @@ static void forward_expert(void *p, int e, int slot) {
     float *xe = c->xs + (size_t)r0 * dim, *he = c->h + (size_t)r0 * hid;
     for (int r = 0; r < m; r++)
         memcpy(xe + (size_t)r * dim, j->x + (size_t)j->idx[r0 + r] * dim, (size_t)dim * sizeof *xe);
-    tt_gemm_bias(false, true, m, hid, dim, 1.0f, xe, dim, j->w1[e], dim, 0.0f, he, hid, j->b1[e],
-                 true);
+    if (c->swiglu) { /* (w3 first, as the SwiGLU expert records them; nn/layers.c) */
+        float *ae = c->a + (size_t)r0 * hid, *be = c->b + (size_t)r0 * hid;
+        tt_gemm_bias(false, true, m, hid, dim, 1.0f, xe, dim, j->w3[e], dim, 0.0f, be, hid,
+                     j->b3[e], false);
+        tt_gemm_bias(false, true, m, hid, dim, 1.0f, xe, dim, j->w1[e], dim, 0.0f, ae, hid,
+                     j->b1[e], false);
+        swiglu_rows(ae, be, he, (size_t)m * hid);
+    } else {
+        tt_gemm_bias(false, true, m, hid, dim, 1.0f, xe, dim, j->w1[e], dim, 0.0f, he, hid,
+                     j->b1[e], true);
+    }
     tt_gemm_bias(false, true, m, dim, hid, 1.0f, he, hid, j->w2[e], hid, 0.0f,
                  j->y + (size_t)r0 * dim, dim, j->b2[e], false);
 }
@@ -128,11 +213,12 @@ static void forward_expert(void *p, int e, int slot) {
 typedef struct bwd_job {
     const experts_ctx *c;
     const float *g;          /* dL/dy [T, dim]                                      */
-    const float **w1, **w2;
-    float **gw1, **gw2, **gb1, **gb2; /* per expert; NULL: not wanted               */
-    bool *fresh1, *fresh2;   /* gw1 / gw2 new this step: overwritten, not added to   */
-    float *gxs;              /* [T, dim] dX_e, scattered into dx afterwards; or NULL */
-    float *scratch;          /* per thread: [max rows, hidden] for dH / Gp          */
+    const float **w1, **w2, **w3;
+    float **gw1, **gw2, **gw3, **gb1, **gb2, **gb3; /* per expert; NULL: not wanted */
+    bool *fresh1, *fresh2, *fresh3; /* gw1 / gw2 / gw3 new this step: overwritten    */
+    float *gxs;              /* [T, dim] dX_e, gathered into dx afterwards; or NULL  */
+    float *scratch;          /* per thread: [max rows, hidden] for dH / Gp (/ dA),
+                              * SwiGLU: twice that, dB after it                     */
     size_t scratch_per;      /* floats per thread                                   */
 } bwd_job;
 
@@ -150,15 +236,33 @@ static void backward_expert(void *p, int e, int slot) {
     if (j->gw2[e])
         tt_gemm(true, false, dim, hid, m, 1.0f, g, dim, he, hid, j->fresh2[e] ? 0.0f : 1.0f,
                 j->gw2[e], hid);
-    /* the ReLU: Gp = dH * [H > 0] in place, and db1 */
-    tt_affine_grad_pre(gp, he, true, gp, j->gb1[e], m, hid);
-    /* fc1: dX = Gp W1, dW1 (+)= Gp^T X */
+    if (c->swiglu) {
+        /* dA (in gp, over dH) and dB; then w1's backward as the affine op's (db1 first) */
+        float *gb = gp + (size_t)m * hid;
+        swiglu_grad_rows(gp, gb, c->a + (size_t)r0 * hid, c->b + (size_t)r0 * hid,
+                         (size_t)m * hid);
+        tt_affine_grad_pre(gp, NULL, false, NULL, j->gb1[e], m, hid);
+    } else {
+        /* the ReLU: Gp = dH * [H > 0] in place, and db1 */
+        tt_affine_grad_pre(gp, he, true, gp, j->gb1[e], m, hid);
+    }
+    /* fc1 / w1: dX = Gp W1, dW1 (+)= Gp^T X */
     if (j->gxs)
         tt_gemm(false, false, m, dim, hid, 1.0f, gp, hid, j->w1[e], dim, 0.0f,
                 j->gxs + (size_t)r0 * dim, dim);
     if (j->gw1[e])
         tt_gemm(true, false, hid, dim, m, 1.0f, gp, hid, xe, dim, j->fresh1[e] ? 0.0f : 1.0f,
                 j->gw1[e], dim);
+    if (!c->swiglu) return;
+    /* w3: db3, dX += dB W3, dW3 (+)= dB^T X */
+    const float *gb = gp + (size_t)m * hid;
+    tt_affine_grad_pre(gb, NULL, false, NULL, j->gb3[e], m, hid);
+    if (j->gxs)
+        tt_gemm(false, false, m, dim, hid, 1.0f, gb, hid, j->w3[e], dim, 1.0f,
+                j->gxs + (size_t)r0 * dim, dim);
+    if (j->gw3[e])
+        tt_gemm(true, false, hid, dim, m, 1.0f, gb, hid, xe, dim, j->fresh3[e] ? 0.0f : 1.0f,
+                j->gw3[e], dim);
 }
 
 /* dx[r] += dX[p] for every p with idx[p] = r, in the order the op-by-op backward adds them
@@ -231,19 +335,22 @@ static void experts_backward(tt_node *nd) {
     tt_tensor *x = nd->in[0], *idx = nd->in[1];
     /* every buffer first, on this thread (the arena and the gradients are not for
      * threads): per expert its parameters' gradients, in the order the products write
-     * them (last expert first, dW2 before dW1), so that of a weight passed twice the
-     * first writer gets a new buffer to overwrite and the others add to it; then dX and
-     * the threads' scratch */
-    const float **pp = tt_arena_alloc((size_t)2 * n * sizeof *pp);
-    float **grads = tt_arena_alloc((size_t)4 * n * sizeof *grads);
-    bool *fresh = tt_arena_alloc((size_t)2 * n * sizeof *fresh);
-    bwd_job j = {.c = c, .g = nd->out->grad, .w1 = pp, .w2 = pp + n, .gw1 = grads,
-                 .gw2 = grads + n, .gb1 = grads + 2 * n, .gb2 = grads + 3 * n, .fresh1 = fresh,
-                 .fresh2 = fresh + n};
+     * them (last expert first; w2's, then w1's, then w3's), so that of a weight passed
+     * twice the first writer gets a new buffer to overwrite and the others add to it;
+     * then dX and the threads' scratch */
+    const float **pp = tt_arena_alloc((size_t)3 * n * sizeof *pp);
+    float **grads = tt_arena_alloc((size_t)6 * n * sizeof *grads);
+    bool *fresh = tt_arena_alloc((size_t)3 * n * sizeof *fresh);
+    bwd_job j = {.c = c, .g = nd->out->grad, .w1 = pp, .w2 = pp + n, .w3 = pp + 2 * n,
+                 .gw1 = grads, .gw2 = grads + n, .gw3 = grads + 2 * n, .gb1 = grads + 3 * n,
+                 .gb2 = grads + 4 * n, .gb3 = grads + 5 * n, .fresh1 = fresh,
+                 .fresh2 = fresh + n, .fresh3 = fresh + 2 * n};
     for (int e = n - 1; e >= 0; e--) {
-        tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e);
+        tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e), *b3 = NULL;
         j.w1[e] = w1_of(nd, e)->data;
         j.w2[e] = w2_of(nd, n, e)->data;
+        j.w3[e] = c->swiglu ? w3_of(nd, n, e)->data : NULL;
+        j.gb3[e] = j.gw3[e] = NULL;
         if (c->off[e + 1] == c->off[e]) { /* no rows: no gradient, as if not called */
             j.gb2[e] = j.gw2[e] = j.gb1[e] = j.gw1[e] = NULL;
             continue;
@@ -252,6 +359,10 @@ static void experts_backward(tt_node *nd) {
         j.gw2[e] = tt_grad_acc_fresh(w2_of(nd, n, e), &j.fresh2[e]);
         j.gb1[e] = b1 ? tt_grad_acc(b1) : NULL;
         j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
+        if (!c->swiglu) continue;
+        b3 = b3_of(nd, c, e);
+        j.gb3[e] = b3 ? tt_grad_acc(b3) : NULL;
+        j.gw3[e] = tt_grad_acc_fresh(w3_of(nd, n, e), &j.fresh3[e]);
     }
     bool fresh_x;
     float *gx = tt_grad_acc_fresh(x, &fresh_x);
@@ -261,7 +372,7 @@ static void experts_backward(tt_node *nd) {
         if (c->off[e + 1] - c->off[e] > rows_max) rows_max = c->off[e + 1] - c->off[e];
     const int nt = inputs_repeat(nd) ? 1 : experts_threads(c);
     /* (a multiple of 16 floats: each thread's scratch on its own cache lines) */
-    j.scratch_per = ((size_t)rows_max * c->hidden + 15) / 16 * 16;
+    j.scratch_per = ((size_t)rows_max * c->hidden * (c->swiglu ? 2 : 1) + 15) / 16 * 16;
     j.scratch = tt_arena_grad_alloc(j.scratch_per * (size_t)nt);
     for_each_expert(c, nt, backward_expert, &j);
     tt_arena_grad_free(j.scratch, j.scratch_per * (size_t)nt);
@@ -283,15 +394,19 @@ static void order_by_rows(int *order, const int *off, int n) {
     }
 }
 
-tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
-                            tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
-                            tt_tensor *const *b2, tt_src src) {
-    const char *op = "experts_relu";
+/* The experts' weights: w[0] = w1, w[1] = w2, w[2] = w3 (SwiGLU); b[k] likewise, each
+ * array or NULL. */
+static tt_tensor *experts_op(bool swiglu, tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                             tt_tensor *const *w[3], tt_tensor *const *b[3], tt_src src) {
+    const char *op = swiglu ? "experts_swiglu" : "experts_relu";
+    static const char *const wname[3] = {"w1", "w2", "w3"}, *const bname[3] = {"b1", "b2", "b3"};
+    const int nw = swiglu ? 3 : 2;
     tt_check_f32(x, src, op, "x");
     tt_check_i32(idx, src, op, "idx");
     TT_CHECK(x->ndim == 2, src, op, "x %s must be [N, dim]", tt_d(x));
     TT_CHECK(idx->ndim == 1, src, op, "idx %s must be 1-D [T]", tt_d(idx));
-    TT_CHECK(n >= 1 && off && w1 && w2, src, op, "needs n >= 1 experts (got %d), off, w1, w2", n);
+    TT_CHECK(n >= 1 && off && w[0] && w[1] && (!swiglu || w[2]), src, op,
+             "needs n >= 1 experts (got %d), off, %s", n, swiglu ? "w1, w2, w3" : "w1, w2");
     TT_CHECK(off[0] == 0, src, op, "off[0] = %d must be 0", off[0]);
     TT_CHECK(off[n] == idx->shape[0], src, op, "off[%d] = %d must be the length of idx %s", n,
              off[n], tt_d(idx));
@@ -299,25 +414,20 @@ tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
     for (int e = 0; e < n; e++) {
         TT_CHECK(off[e + 1] >= off[e], src, op, "off[%d] = %d < off[%d] = %d", e + 1, off[e + 1],
                  e, off[e]);
-        tt_check_f32(w1[e], src, op, "w1");
-        tt_check_f32(w2[e], src, op, "w2");
+        for (int k = 0; k < nw; k++) tt_check_f32(w[k][e], src, op, wname[k]);
     }
-    const int hid = w1[0]->ndim == 2 ? w1[0]->shape[0] : -1;
+    const int hid = w[0][0]->ndim == 2 ? w[0][0]->shape[0] : -1;
     for (int e = 0; e < n; e++) {
-        TT_CHECK(w1[e]->ndim == 2 && w1[e]->shape[0] == hid && w1[e]->shape[1] == dim, src, op,
-                 "expert %d: w1 %s must be [%d, %d] (x %s, hidden from w1[0] %s)", e,
-                 tt_d(w1[e]), hid, dim, tt_d(x), tt_d(w1[0]));
-        TT_CHECK(w2[e]->ndim == 2 && w2[e]->shape[0] == dim && w2[e]->shape[1] == hid, src, op,
-                 "expert %d: w2 %s must be [%d, %d]", e, tt_d(w2[e]), dim, hid);
-        if (b1) {
-            tt_check_f32(b1[e], src, op, "b1");
-            TT_CHECK(b1[e]->ndim == 1 && b1[e]->shape[0] == hid, src, op,
-                     "expert %d: b1 %s must be [%d]", e, tt_d(b1[e]), hid);
-        }
-        if (b2) {
-            tt_check_f32(b2[e], src, op, "b2");
-            TT_CHECK(b2[e]->ndim == 1 && b2[e]->shape[0] == dim, src, op,
-                     "expert %d: b2 %s must be [%d]", e, tt_d(b2[e]), dim);
+        for (int k = 0; k < nw; k++) { /* w1, w3 [hidden, dim]; w2 [dim, hidden] */
+            const int rows = k == 1 ? dim : hid, cols = k == 1 ? hid : dim;
+            const tt_tensor *t = w[k][e];
+            TT_CHECK(t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols, src, op,
+                     "expert %d: %s %s must be [%d, %d] (x %s, hidden from w1[0] %s)", e,
+                     wname[k], tt_d(t), rows, cols, tt_d(x), tt_d(w[0][0]));
+            if (!b[k]) continue;
+            tt_check_f32(b[k][e], src, op, bname[k]);
+            TT_CHECK(b[k][e]->ndim == 1 && b[k][e]->shape[0] == rows, src, op,
+                     "expert %d: %s %s must be [%d]", e, bname[k], tt_d(b[k][e]), rows);
         }
     }
     const int32_t *id = tt_ids(idx);
@@ -328,49 +438,74 @@ tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
     const int T = off[n];
 
     experts_ctx *c = tt_arena_alloc(sizeof *c);
-    *c = (experts_ctx){.n = n, .dim = dim, .hidden = hid, .bias1 = b1 != NULL,
-                       .bias2 = b2 != NULL};
+    *c = (experts_ctx){.n = n, .dim = dim, .hidden = hid, .swiglu = swiglu,
+                       .bias1 = b[0] != NULL, .bias2 = b[1] != NULL,
+                       .bias3 = swiglu && b[2] != NULL};
     c->off = tt_arena_alloc((size_t)(n + 1) * sizeof *c->off);
     memcpy(c->off, off, (size_t)(n + 1) * sizeof *c->off);
     c->order = tt_arena_alloc((size_t)n * sizeof *c->order);
     order_by_rows(c->order, c->off, n);
     c->xs = tt_arena_alloc(((size_t)T * dim + 1) * sizeof(float));
     c->h = tt_arena_alloc(((size_t)T * hid + 1) * sizeof(float));
+    if (swiglu) {
+        c->a = tt_arena_alloc(((size_t)T * hid + 1) * sizeof(float));
+        c->b = tt_arena_alloc(((size_t)T * hid + 1) * sizeof(float));
+    }
     tt_tensor *y = tt_tmp(TT_F32, 2, (int[]){T, dim});
 
-    const float **pp = tt_arena_alloc((size_t)4 * n * sizeof *pp);
+    const float **pp = tt_arena_alloc((size_t)6 * n * sizeof *pp);
     fwd_job j = {.c = c, .x = x->data, .idx = id, .w1 = pp, .b1 = pp + n, .w2 = pp + 2 * n,
-                 .b2 = pp + 3 * n, .y = y->data};
+                 .b2 = pp + 3 * n, .w3 = pp + 4 * n, .b3 = pp + 5 * n, .y = y->data};
     for (int e = 0; e < n; e++) {
-        j.w1[e] = w1[e]->data;
-        j.w2[e] = w2[e]->data;
-        j.b1[e] = b1 ? b1[e]->data : NULL;
-        j.b2[e] = b2 ? b2[e]->data : NULL;
+        j.w1[e] = w[0][e]->data;
+        j.w2[e] = w[1][e]->data;
+        j.w3[e] = swiglu ? w[2][e]->data : NULL;
+        j.b1[e] = b[0] ? b[0][e]->data : NULL;
+        j.b2[e] = b[1] ? b[1][e]->data : NULL;
+        j.b3[e] = swiglu && b[2] ? b[2][e]->data : NULL;
     }
     for_each_expert(c, experts_threads(c), forward_expert, &j);
 
-    const int n_in = 2 + (2 + (b1 != NULL) + (b2 != NULL)) * n;
+    /* in[]: x, idx, the weights (w1, w2, w3 per kind, n each), then the given biases */
+    int n_in = 2 + nw * n;
+    for (int k = 0; k < nw; k++) n_in += b[k] ? n : 0;
     tt_tensor **in = tt_arena_alloc((size_t)n_in * sizeof *in);
     in[0] = x;
     in[1] = idx;
-    for (int e = 0; e < n; e++) {
-        in[2 + e] = w1[e];
-        in[2 + n + e] = w2[e];
-        if (b1) in[2 + 2 * n + e] = b1[e];
-        if (b2) in[2 + (2 + (b1 != NULL)) * n + e] = b2[e];
-    }
+    int at = 2;
+    for (int k = 0; k < nw; k++)
+        for (int e = 0; e < n; e++) in[at++] = w[k][e];
+    for (int k = 0; k < nw; k++)
+        for (int e = 0; b[k] && e < n; e++) in[at++] = b[k][e];
     tt_node *node = tt_record(op, experts_backward, y, n_in, in, src);
     if (node) {
         node->ctx = c;
         node->i[0] = n; /* (for readers of the tape: in[2 .. 2 + n) are the w1) */
         node->i[1] = hid;
-        node->i[2] = b1 != NULL;
-        node->i[3] = b2 != NULL;
+        node->i[2] = b[0] != NULL;
+        node->i[3] = b[1] != NULL;
+        node->i[4] = swiglu && b[2] != NULL;
     }
     return y;
 }
 
+tt_tensor *tt_experts_relu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                            tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
+                            tt_tensor *const *b2, tt_src src) {
+    tt_tensor *const *w[3] = {w1, w2, NULL}, *const *b[3] = {b1, b2, NULL};
+    return experts_op(false, x, idx, n, off, w, b, src);
+}
+
+tt_tensor *tt_experts_swiglu_(tt_tensor *x, tt_tensor *idx, int n, const int *off,
+                              tt_tensor *const *w1, tt_tensor *const *b1, tt_tensor *const *w2,
+                              tt_tensor *const *b2, tt_tensor *const *w3,
+                              tt_tensor *const *b3, tt_src src) {
+    tt_tensor *const *w[3] = {w1, w2, w3}, *const *b[3] = {b1, b2, b3};
+    return experts_op(true, x, idx, n, off, w, b, src);
+}
+
 const int *tt_experts_relu_offsets(const tt_node *node) {
-    if (!node || strcmp(node->op, "experts_relu") != 0) return NULL;
+    if (!node || (strcmp(node->op, "experts_relu") != 0 && strcmp(node->op, "experts_swiglu") != 0))
+        return NULL;
     return ((const experts_ctx *)node->ctx)->off;
 }

@@ -47,19 +47,6 @@ static const char *const unop_name[] = {"neg",  "scale", "add_scalar", "exp",   
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
-/* The logistic function on 16 lanes, without overflow: with e = e^-|x| <= 1 (vexp,
- * kernels/vmath.h: the softmax's exponential, within a few ulp of expf),
- * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below, so x = +-1000 gives exactly 1 or 0
- * instead of inf / inf. A NaN x gives NaN. */
-static ALWAYS_INLINE void vsigmoid(const v16 *px, v16 *ps) {
-    const v16 x = *px;
-    const v16i neg = x < (v16){0}, nan = x != x;
-    v16 e = vsel(neg, x, -x); /* -|x| */
-    vexp(&e);
-    const v16 d = e + 1.0f;
-    *ps = vsel(nan, x, vsel(neg, e / d, 1.0f / d));
-}
-
 /* y = sigmoid(x) (silu: y = x sigmoid(x)) over n floats, 16 at a time */
 static ALWAYS_INLINE void sigmoid_rows(const float *restrict x, float *restrict y, size_t n,
                                        bool silu) {
