@@ -140,6 +140,46 @@ START_TEST(test_affine_same_tensor) {
 }
 END_TEST
 
+/* A 1-D x that is also the bias, x w^T + x, large enough (512 x 512) that two threads run
+ * the backward's products side by side: x's gradient (dx + db, one buffer) has the same
+ * bits on two threads as on one and as the composed ops (matmul_nt + add). */
+static tt_tensor *f_self_bias(tt_tensor *const *in, void *user) {
+    return user ? tt_add(tt_matmul_nt(in[0], in[1]), in[0]) : tt_affine(in[0], in[1], in[0]);
+}
+
+START_TEST(test_affine_bias_is_input) {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+#endif
+    tt_tensor *in[2] = {tt_test_param(TT_SHAPE(512), -1, 1),
+                        tt_test_param(TT_SHAPE(512, 512), -0.1f, 0.1f)};
+    float *ref = NULL;
+    for (int run = 0; run < 6; run++) { /* the ops on 1 thread, then affine on 2, 1, 2, ... */
+#ifdef _OPENMP
+        omp_set_num_threads(run % 2 ? 2 : 1);
+#endif
+        tt_grad_to_none(in[0]), tt_grad_to_none(in[1]);
+        tt_tensor *y = f_self_bias(in, run == 0 ? in : NULL);
+        float seed[512];
+        for (int i = 0; i < 512; i++) seed[i] = (float)((i % 7) - 3) * 0.25f;
+        tt_backward_seed(y, seed);
+        if (run == 0) {
+            ref = malloc(512 * sizeof(float));
+            memcpy(ref, in[0]->grad, 512 * sizeof(float));
+        } else {
+            ck_assert_msg(memcmp(in[0]->grad, ref, 512 * sizeof(float)) == 0,
+                          "x's gradient differs from the composed ops' (run %d)", run);
+        }
+        tt_tape_reset();
+    }
+    free(ref);
+    tt_free(in[0]), tt_free(in[1]);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+END_TEST
+
 /* x, w, b's gradients after one backward of sum(seed * affine_relu(x, w, b)) with the given
  * thread count (malloc'd copies, in that order) */
 static void grads_with_threads(int threads, tt_tensor *x, tt_tensor *w, tt_tensor *b,
@@ -388,6 +428,7 @@ static Suite *affine_suite(void) {
     tcase_add_test(tc, test_affine_matches_composed);
     tcase_add_test(tc, test_affine_grad);
     tcase_add_test(tc, test_affine_same_tensor);
+    tcase_add_test(tc, test_affine_bias_is_input);
     tcase_add_test(tc, test_affine_side_by_side);
     tcase_add_test(tc, test_affine_shared_pair);
     tcase_add_test(tc, test_affine_shared_pair_columns);
