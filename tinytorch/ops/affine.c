@@ -249,9 +249,9 @@ static void affine_backward(tt_node *n) {
     /* Without the mask, db needs nothing before the products: with the products side by
      * side it is one more task, at the back of the list, where the thread doing dW starts
      * (not a parallel region of its own, the threads reading column strips of G). Not
-     * when b is x itself (a 1-D x as its own bias): db and dx are then one buffer, summed
-     * in sequence, db first. */
-    if (pair && !relu && b != x)
+     * when db is dx's buffer (b is x itself, a 1-D x as its own bias): those sums come
+     * first, in sequence, as the products' buffers are paired only when distinct. */
+    if (pair && !relu && gb != gx)
         j.gb = gb;
     else
         tt_affine_grad_pre(g, n->out->data, relu, gp, gb, M, N);

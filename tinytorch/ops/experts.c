@@ -222,47 +222,47 @@ typedef struct bwd_job {
     size_t scratch_per;      /* floats per thread                                   */
 } bwd_job;
 
+/* The backward of a first-layer Linear (w1 or w3) of the expert at rows r0 .. r0 + m - 1
+ * from its output gradient D [m, hidden], its bias gradient already summed:
+ *   dX (+)= D W  (beta_x 0: writes the rows of gxs, 1: adds to them)   dW (+)= D^T X */
+static void input_linear_grads(const bwd_job *j, int r0, int m, const float *d, const float *w,
+                               float *gw, bool fresh, float beta_x) {
+    const int dim = j->c->dim, hid = j->c->hidden;
+    if (j->gxs)
+        tt_gemm(false, false, m, dim, hid, 1.0f, d, hid, w, dim, beta_x,
+                j->gxs + (size_t)r0 * dim, dim);
+    if (gw)
+        tt_gemm(true, false, hid, dim, m, 1.0f, d, hid, j->c->xs + (size_t)r0 * dim, dim,
+                fresh ? 0.0f : 1.0f, gw, dim);
+}
+
 static void backward_expert(void *p, int e, int slot) {
     const bwd_job *j = p;
     const experts_ctx *c = j->c;
     const int r0 = c->off[e], m = c->off[e + 1] - r0, dim = c->dim, hid = c->hidden;
     if (m == 0) return;
     const float *g = j->g + (size_t)r0 * dim, *he = c->h + (size_t)r0 * hid;
-    const float *xe = c->xs + (size_t)r0 * dim;
-    float *gp = j->scratch + (size_t)slot * j->scratch_per;
-    /* fc2: db2, dH = G W2, dW2 (+)= G^T H */
+    /* scratch: dH, made Gp (ReLU) or dA (SwiGLU) in place; SwiGLU's dB after it */
+    float *gp = j->scratch + (size_t)slot * j->scratch_per, *gbr = gp + (size_t)m * hid;
+    /* fc2 / w2: db2, dH = G W2, dW2 (+)= G^T H */
     tt_affine_grad_pre(g, NULL, false, NULL, j->gb2[e], m, dim);
     tt_gemm(false, false, m, hid, dim, 1.0f, g, dim, j->w2[e], hid, 0.0f, gp, hid);
     if (j->gw2[e])
         tt_gemm(true, false, dim, hid, m, 1.0f, g, dim, he, hid, j->fresh2[e] ? 0.0f : 1.0f,
                 j->gw2[e], hid);
-    if (c->swiglu) {
-        /* dA (in gp, over dH) and dB; then w1's backward as the affine op's (db1 first) */
-        float *gb = gp + (size_t)m * hid;
-        swiglu_grad_rows(gp, gb, c->a + (size_t)r0 * hid, c->b + (size_t)r0 * hid,
-                         (size_t)m * hid);
-        tt_affine_grad_pre(gp, NULL, false, NULL, j->gb1[e], m, hid);
-    } else {
-        /* the ReLU: Gp = dH * [H > 0] in place, and db1 */
+    if (!c->swiglu) {
+        /* the ReLU: Gp = dH * [H > 0] in place, and db1; then fc1: dX = Gp W1, dW1 */
         tt_affine_grad_pre(gp, he, true, gp, j->gb1[e], m, hid);
+        input_linear_grads(j, r0, m, gp, j->w1[e], j->gw1[e], j->fresh1[e], 0.0f);
+        return;
     }
-    /* fc1 / w1: dX = Gp W1, dW1 (+)= Gp^T X */
-    if (j->gxs)
-        tt_gemm(false, false, m, dim, hid, 1.0f, gp, hid, j->w1[e], dim, 0.0f,
-                j->gxs + (size_t)r0 * dim, dim);
-    if (j->gw1[e])
-        tt_gemm(true, false, hid, dim, m, 1.0f, gp, hid, xe, dim, j->fresh1[e] ? 0.0f : 1.0f,
-                j->gw1[e], dim);
-    if (!c->swiglu) return;
-    /* w3: db3, dX += dB W3, dW3 (+)= dB^T X */
-    const float *gb = gp + (size_t)m * hid;
-    tt_affine_grad_pre(gb, NULL, false, NULL, j->gb3[e], m, hid);
-    if (j->gxs)
-        tt_gemm(false, false, m, dim, hid, 1.0f, gb, hid, j->w3[e], dim, 1.0f,
-                j->gxs + (size_t)r0 * dim, dim);
-    if (j->gw3[e])
-        tt_gemm(true, false, hid, dim, m, 1.0f, gb, hid, xe, dim, j->fresh3[e] ? 0.0f : 1.0f,
-                j->gw3[e], dim);
+    /* dA and dB; then w1's backward, then w3's (dX += dB W3), each as the affine op's */
+    swiglu_grad_rows(gp, gbr, c->a + (size_t)r0 * hid, c->b + (size_t)r0 * hid,
+                     (size_t)m * hid);
+    tt_affine_grad_pre(gp, NULL, false, NULL, j->gb1[e], m, hid);
+    input_linear_grads(j, r0, m, gp, j->w1[e], j->gw1[e], j->fresh1[e], 0.0f);
+    tt_affine_grad_pre(gbr, NULL, false, NULL, j->gb3[e], m, hid);
+    input_linear_grads(j, r0, m, gbr, j->w3[e], j->gw3[e], j->fresh3[e], 1.0f);
 }
 
 /* dx[r] += dX[p] for every p with idx[p] = r, in the order the op-by-op backward adds them
@@ -346,7 +346,7 @@ static void experts_backward(tt_node *nd) {
                  .gb2 = grads + 4 * n, .gb3 = grads + 5 * n, .fresh1 = fresh,
                  .fresh2 = fresh + n, .fresh3 = fresh + 2 * n};
     for (int e = n - 1; e >= 0; e--) {
-        tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e), *b3 = NULL;
+        tt_tensor *b1 = b1_of(nd, c, e), *b2 = b2_of(nd, c, e), *b3 = b3_of(nd, c, e);
         j.w1[e] = w1_of(nd, e)->data;
         j.w2[e] = w2_of(nd, n, e)->data;
         j.w3[e] = c->swiglu ? w3_of(nd, n, e)->data : NULL;
@@ -360,7 +360,6 @@ static void experts_backward(tt_node *nd) {
         j.gb1[e] = b1 ? tt_grad_acc(b1) : NULL;
         j.gw1[e] = tt_grad_acc_fresh(w1_of(nd, e), &j.fresh1[e]);
         if (!c->swiglu) continue;
-        b3 = b3_of(nd, c, e);
         j.gb3[e] = b3 ? tt_grad_acc(b3) : NULL;
         j.gw3[e] = tt_grad_acc_fresh(w3_of(nd, n, e), &j.fresh3[e]);
     }
