@@ -323,27 +323,39 @@ START_TEST(test_gemm_claimed_work_team_of_one) {
 }
 END_TEST
 
-/* Products with N <= 16 use a narrower AVX-512 tile (16 columns instead of 32). Column j
- * of C must come out the same whichever tile computed it: the first 8 columns of a
- * 40-column product (wide tile) equal an 8-column product of the same data bit for bit. */
+/* Products with N <= 16 use a narrower AVX-512 tile (16 columns instead of 32), and so
+ * does a ragged last sliver of at most 16 columns in a wider product. Column j of C must
+ * come out the same whichever tile computed it: the first 8 columns of a 40-column
+ * product (wide tile) equal an 8-column product of the same data bit for bit, and that
+ * product's columns 32..39 (its last sliver, 8 wide: the narrow tile) equal those of a
+ * 64-column product (two full slivers). */
 static void check_narrow_tile(const char *kernel) {
     tt_rng r;
     tt_rng_seed(&r, 7);
-    const int M = 1100, K = 500, NW = 40, NN = 8;
+    const int M = 1100, K = 500, NF = 64, NW = 40, NN = 8;
     for (int tb = 0; tb < 2; tb++) {
         mat A = mat_new(M, K, 0, &r);
-        mat B = op_new(tb, K, NW, 0, &r); /* rows 0..7 / cols 0..7 */
-        float *wide = malloc(sizeof(float) * M * NW), *narrow = malloc(sizeof(float) * M * NN);
+        mat B = op_new(tb, K, NF, 0, &r); /* the first N columns of op(B): B's first N rows
+                                           * (tb) or its first N columns (ld unchanged) */
+        float *full = malloc(sizeof(float) * M * NF), *wide = malloc(sizeof(float) * M * NW);
+        float *narrow = malloc(sizeof(float) * M * NN);
+        tt_gemm(false, tb, M, NF, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, full, NF);
         tt_gemm(false, tb, M, NW, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, wide, NW);
-        /* the same first 8 columns of op(B): B's first 8 rows (tb) or its ld unchanged */
         tt_gemm(false, tb, M, NN, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, narrow, NN);
-        for (int i = 0; i < M; i++)
+        for (int i = 0; i < M; i++) {
             ck_assert_msg(memcmp(wide + (size_t)i * NW, narrow + (size_t)i * NN,
                                  sizeof(float) * NN) == 0,
                           "%s: row %d of an %s 8-column product differs from the 40-column one",
                           kernel, i, tb ? "NT" : "NN");
+            ck_assert_msg(memcmp(wide + (size_t)i * NW + 32, full + (size_t)i * NF + 32,
+                                 sizeof(float) * (NW - 32)) == 0,
+                          "%s: row %d, columns 32..39 of an %s 40-column product (a ragged "
+                          "last sliver) differ from the 64-column one", kernel, i,
+                          tb ? "NT" : "NN");
+        }
         free(A.v);
         free(B.v);
+        free(full);
         free(wide);
         free(narrow);
     }

@@ -93,6 +93,11 @@ typedef struct gemm_kernel {
      * the first that covers m, or the full tile, which would compute mr rows of them */
     ukernel_fn ukernel_short[2];
     int short_rows[2];
+    /* optional: the same kernels for a narrower tile (same mr, nr = narrow->nr), for a
+     * ragged last sliver of at most narrow->nr columns, which the full tile would compute
+     * nr wide: the toy model's head (N = 100 = 3 x 32 + 4) then pays 16 columns for its
+     * last 4, not 32. Every column gets the same FMA chain either way, so the same bits. */
+    const struct gemm_kernel *narrow;
 } gemm_kernel;
 
 /* ---- packing (shared templates, instantiated per tile size) ------------------------ */
@@ -777,27 +782,30 @@ TARGET_AVX2 static void pack_b_avx2(bool trans, int n, int kc, const float *src,
 #define AVX512_NC 4096 /* B panel 384 x 4096 floats = 6 MB of L3 */
 #endif
 
-enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
-static const gemm_kernel g_kernels[K_COUNT] = {
-    [K_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_MR * 32, 256, 2048, ukernel_generic,
-                   pack_a_generic, pack_b_generic, NULL, {NULL}, {0}},
 #if GEMM_X86
-    [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
-                pack_b_avx2, NULL, {NULL}, {0}},
-    [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
-                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows,
-                  {ukernel_avx512_short4, ukernel_avx512_short}, {A5_MR_SHORT4, A5_MR_SHORT}},
-#endif
-};
-
-#if GEMM_X86
-/* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N. */
+/* The AVX-512 kernel for N <= 16 (see ukernel_avx512_tpl); one sliver covers N;
+ * also the narrow tile of the 32-wide kernel's ragged slivers. */
 static const gemm_kernel g_avx512_n16 = {"avx512", A5_MR, 16, AVX512_MC, AVX512_KC, 16,
                                          ukernel_avx512_n16, pack_a_avx512, pack_b_avx512_n16,
                                          ukernel_avx512_n16_arows,
                                          {ukernel_avx512_n16_short4, ukernel_avx512_n16_short},
-                                         {A5_MR_SHORT4, A5_MR_SHORT}};
+                                         {A5_MR_SHORT4, A5_MR_SHORT}, NULL};
 #endif
+
+enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
+static const gemm_kernel g_kernels[K_COUNT] = {
+    [K_GENERIC] = {"generic", GEN_MR, GEN_NR, GEN_MR * 32, 256, 2048, ukernel_generic,
+                   pack_a_generic, pack_b_generic, NULL, {NULL}, {0}, NULL},
+#if GEMM_X86
+    [K_AVX2] = {"avx2", A2_MR, A2_NR, A2_MR * 24, 256, 2048, ukernel_avx2, pack_a_avx2,
+                pack_b_avx2, NULL, {NULL}, {0}, NULL},
+    [K_AVX512] = {"avx512", A5_MR, A5_NR, AVX512_MC, AVX512_KC, AVX512_NC, ukernel_avx512,
+                  pack_a_avx512, pack_b_avx512, ukernel_avx512_arows,
+                  {ukernel_avx512_short4, ukernel_avx512_short}, {A5_MR_SHORT4, A5_MR_SHORT},
+                  &g_avx512_n16},
+#endif
+};
+
 
 static bool kernel_supported(int k) {
     if (k == K_GENERIC) return true;
@@ -1134,6 +1142,7 @@ static inline void run_tile(const gemm_job *g, bool da, const float *ap, int i, 
                             int kc, const float *bp, size_t bs, int j, int n, float bet,
                             bool last) {
     const gemm_kernel *kr = g->kr;
+    if (kr->narrow && n <= kr->narrow->nr) kr = kr->narrow; /* (A and B laid out alike) */
     ukernel_fn uk = kr->ukernel;
     if (da && !g->ta)
         uk = kr->ukernel_arows;
