@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define VL 16
 typedef float v16 __attribute__((vector_size(VL * sizeof(float))));
@@ -18,6 +19,7 @@ typedef float v16u __attribute__((vector_size(VL * sizeof(float)), aligned(4), m
 typedef int32_t v16i __attribute__((vector_size(VL * sizeof(int32_t))));
 typedef float v8f __attribute__((vector_size(8 * sizeof(float))));
 typedef double v8d __attribute__((vector_size(8 * sizeof(double))));
+typedef double v16d __attribute__((vector_size(VL * sizeof(double))));
 
 #ifndef ALWAYS_INLINE
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -81,10 +83,18 @@ static ALWAYS_INLINE void vfma_acc(v16 *c, const v16 *a, float s) {
     *c = r;
 }
 
-/* Lanes 0-7 / 8-15 of x widened to double. */
-#define VLO_D(x) __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d)
-#define VHI_D(x) \
-    __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d)
+/* *lo += lanes 0-7 of x widened to double, *hi += lanes 8-15 (a sum kept in double,
+ * lane by lane). Widened as one 16-lane vector: GCC 12 turns that into one conversion
+ * per half (AVX-512: vcvtps2pd ymm -> zmm), where converting each 8-lane half on its
+ * own took three more shuffles a half - a third of the fused attention's softmax. */
+static ALWAYS_INLINE void vwiden_acc(const v16 *x, v8d *lo, v8d *hi) {
+    const v16d d = __builtin_convertvector(*x, v16d);
+    v8d l, h;
+    memcpy(&l, &d, sizeof l);
+    memcpy(&h, (const char *)&d + sizeof l, sizeof h);
+    *lo += l;
+    *hi += h;
+}
 
 /* *x = n < 16 floats of p, the other lanes `fill` (a row's ragged end). */
 static ALWAYS_INLINE void vload_part(v16 *x, const float *p, int n, float fill) {

@@ -398,14 +398,12 @@ static ALWAYS_INLINE void softmax_t(const att_geom *g, float *P, int i0, int row
         v16 e1 = VLOAD(p + VL) - m1;
         vexp(&e1);
         VSTORE(p + VL, e1);
-        s2 += VLO_D(e1);
-        s3 += VHI_D(e1);
+        vwiden_acc(&e1, &s2, &s3);
         if (l < VL) {
             v16 e0 = VLOAD(p) - m0;
             vexp(&e0);
             VSTORE(p, e0);
-            s0 += VLO_D(e0);
-            s1 += VHI_D(e0);
+            vwiden_acc(&e0, &s0, &s1);
         } else {
             VSTORE(p, (v16){0});
         }

@@ -71,8 +71,7 @@ TT_CLONES static void lse_rows(const float *restrict x, int V, long r0, long r1,
         for (; j + VL <= V; j += VL) {
             v16 e = VLOAD(xr + j) - mr;
             vexp(&e);
-            s0 += VLO_D(e);
-            s1 += VHI_D(e);
+            vwiden_acc(&e, &s0, &s1);
         }
         if (j < V) {
             v16 e;
@@ -82,8 +81,7 @@ TT_CLONES static void lse_rows(const float *restrict x, int V, long r0, long r1,
                 vload_part(&e, xr + j, V - j, -INFINITY);
             e -= mr;
             vexp(&e);
-            s0 += VLO_D(e);
-            s1 += VHI_D(e);
+            vwiden_acc(&e, &s0, &s1);
         }
         v8d t = s0 + s1;
         m[r] = mr;
