@@ -72,13 +72,32 @@ typedef float v8f __attribute__((vector_size(32)));
         memcpy(&f_, (p), sizeof f_);                   \
         __builtin_convertvector(f_, v8d);              \
     })
+/* LOAD8 of p and of p + 8, widened as one 16-float vector: GCC 12 converts that with
+ * one instruction per half (AVX-512), an 8-float vector with four (a [256, 64] layer
+ * norm: forward 7.1 -> 6.8 us, backward ~1 us faster). Callers add lo before hi: the
+ * order of two LOAD8s, so the same sums. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef double v16d __attribute__((vector_size(128)));
+#define LOAD16(p, lo, hi)                               \
+    do {                                                \
+        v16f f_;                                        \
+        memcpy(&f_, (p), sizeof f_);                    \
+        const v16d d_ = __builtin_convertvector(f_, v16d); \
+        memcpy(&(lo), &d_, sizeof(lo));                 \
+        memcpy(&(hi), (const char *)&d_ + sizeof(lo), sizeof(hi)); \
+    } while (0)
 #define LANES_SUM(v) \
     ((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
 
 /* sum_j x_j and sum_j (x_j - mu)^2 (the second only when mu is given) */
 static ALWAYS_INLINE double sum_row(const float *x, int C) {
-    v8d acc = {0};
+    v8d acc = {0}, lo, hi;
     int j = 0;
+    for (; j + 16 <= C; j += 16) {
+        LOAD16(x + j, lo, hi);
+        acc += lo;
+        acc += hi;
+    }
     for (; j + 8 <= C; j += 8) acc += LOAD8(x + j);
     double s = LANES_SUM(acc);
     for (; j < C; j++) s += x[j];
@@ -86,8 +105,15 @@ static ALWAYS_INLINE double sum_row(const float *x, int C) {
 }
 
 static ALWAYS_INLINE double sumsq_row(const float *x, double mu, int C) {
-    v8d acc = {0}, m = {mu, mu, mu, mu, mu, mu, mu, mu};
+    v8d acc = {0}, m = {mu, mu, mu, mu, mu, mu, mu, mu}, lo, hi;
     int j = 0;
+    for (; j + 16 <= C; j += 16) {
+        LOAD16(x + j, lo, hi);
+        lo -= m;
+        hi -= m;
+        acc += lo * lo;
+        acc += hi * hi;
+    }
     for (; j + 8 <= C; j += 8) {
         v8d d = LOAD8(x + j) - m;
         acc += d * d;
@@ -140,8 +166,16 @@ norm_backward_row(const float *restrict xr, const float *restrict gr, const floa
         VEC for (int j = 0; j < C; j++) dxh[j] = gr[j];
     }
     /* s1 = sum dxhat, s2 = sum dxhat * xhat (double, fixed lane order) */
-    v8d a1 = {0}, a2 = {0};
+    v8d a1 = {0}, a2 = {0}, dl, dh, xl, xhh;
     int j = 0;
+    for (; j + 16 <= C; j += 16) {
+        LOAD16(dxh + j, dl, dh);
+        LOAD16(xh + j, xl, xhh);
+        a1 += dl;
+        a2 += dl * xl;
+        a1 += dh;
+        a2 += dh * xhh;
+    }
     for (; j + 8 <= C; j += 8) {
         v8d d = LOAD8(dxh + j);
         a1 += d;
