@@ -306,6 +306,59 @@ START_TEST(test_attention_grad_accumulates) {
 }
 END_TEST
 
+/* Into a new gradient buffer the vector path stores dQ, and the first query block's dK
+ * and dV rows, instead of zeroing them and adding (ops/attention_fused.c,
+ * backward_range). That must be the bits of adding to zeros: the same backward with every
+ * gradient new (tt_grad_to_none) and with every gradient an existing zero buffer
+ * (tt_zero_grad, which is added to), for one query block and several, a shorter T than
+ * S, causal or not, the kv form and the heads form, D 16 (vector path) and 8 (padded). */
+static void store_vs_add(int form, int T, int S, int D, bool causal) {
+    const int B = 2, H = 2;
+    tt_manual_seed(31);
+    tt_tensor *q = tt_test_param(TT_SHAPE(B, T, H * D), -1.0f, 1.0f);
+    tt_tensor *k = tt_test_param(TT_SHAPE(B, S, form == 2 ? 2 * H * D : H * D), -1.0f, 1.0f);
+    tt_tensor *v = tt_test_param(TT_SHAPE(B, S, H * D), -1.0f, 1.0f);
+    tt_tensor *seed = tt_rand_uniform(TT_SHAPE(B, T, H * D), -1.0f, 1.0f);
+    tt_tensor *t[3] = {q, k, v};
+    float *g[2][3];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 3; i++) {
+            /* (stale values first, in the buffers a new gradient may reuse) */
+            tt_grad_to_none(t[i]);
+            if (pass == 1) tt_zero_grad(t[i]);
+        }
+        tt_tensor *y = form == 2 ? tt_attention_kv(q, k, H, 0.3f, causal)
+                                 : tt_attention_heads(q, k, v, H, 0.3f, causal);
+        tt_backward(tt_sum_all(tt_mul(y, seed)));
+        for (int i = 0; i < 3; i++) {
+            if (form == 2 && i == 2) { g[pass][i] = NULL; continue; }
+            g[pass][i] = malloc(t[i]->size * sizeof(float));
+            memcpy(g[pass][i], t[i]->grad, t[i]->size * sizeof(float));
+        }
+        tt_tape_reset();
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!g[0][i]) continue;
+        ck_assert_msg(memcmp(g[0][i], g[1][i], t[i]->size * sizeof(float)) == 0,
+                      "form %d T %d S %d D %d causal %d: gradient %d of new buffers differs "
+                      "from adding to zeros", form, T, S, D, causal, i);
+        free(g[0][i]), free(g[1][i]);
+    }
+    tt_free(q), tt_free(k), tt_free(v), tt_free(seed);
+}
+
+START_TEST(test_attention_grad_store_same_bits) {
+    for (int form = 1; form <= 2; form++)
+        for (int D = 8; D <= 16; D += 8)
+            for (int causal = 0; causal < 2; causal++) {
+                store_vs_add(form, 20, 20, D, causal);   /* one query block, short */
+                store_vs_add(form, 32, 32, D, causal);   /* one full block */
+                store_vs_add(form, 70, 70, D, causal);   /* three blocks */
+                store_vs_add(form, 40, 75, D, causal);   /* queries the last 40 of 75 */
+            }
+}
+END_TEST
+
 START_TEST(test_attention_no_grad_same_values) {
     tt_manual_seed(5);
     for (int D = 4; D <= 16; D += 12) {
@@ -428,6 +481,7 @@ static Suite *attention_fused_suite(void) {
     tcase_add_test(tc, test_attention_grad_vector_path);
     tcase_add_test(tc, test_attention_grad_gemm_path);
     tcase_add_test(tc, test_attention_grad_accumulates);
+    tcase_add_test(tc, test_attention_grad_store_same_bits);
     tcase_add_test(tc, test_attention_no_grad_same_values);
     tcase_add_test(tc, test_attention_threads_bit_identical);
     tcase_add_test(tc, test_attention_errors);

@@ -233,7 +233,7 @@ static ALWAYS_INLINE void query_rows_gemm(const att_geom *g, int i0, int rows, c
  * (earlier queries do not see any of its keys). */
 static ALWAYS_INLINE void key_rows_gemm(const att_geom *g, int i0, int rows, int n,
                                         const float *At, const float *B, size_t ldb, int nv,
-                                        float *C, size_t ldc) {
+                                        float *C, size_t ldc, bool acc) {
     for (int v0 = 0; v0 < nv; v0 += 2) {
         const int NV = nv - v0 >= 2 ? 2 : 1;
         const float *Bv = B + (size_t)v0 * VL;
@@ -241,13 +241,13 @@ static ALWAYS_INLINE void key_rows_gemm(const att_geom *g, int i0, int rows, int
         int j = 0;
         for (; j + 8 <= n; j += 8)
             VTILE(8, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
-                  Cv + j * ldc, ldc, true);
+                  Cv + j * ldc, ldc, acc);
         for (; j + 4 <= n; j += 4)
             VTILE(4, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
-                  Cv + j * ldc, ldc, true);
+                  Cv + j * ldc, ldc, acc);
         for (; j < n; j++)
             VTILE(1, NV, first_lane(g, i0, j), rows, At + (size_t)j * RB, RB, 1, Bv, ldb,
-                  Cv + j * ldc, ldc, true);
+                  Cv + j * ldc, ldc, acc);
     }
 }
 
@@ -460,7 +460,7 @@ TT_CLONES_FMA static void forward_bh_v(const att_geom *g, const float *q, const 
 TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const float *k,
                                     const float *v, const float *o, const float *go,
                                     const float *P, float *gq, float *gk, float *gv,
-                                    float *scratch, int b, int h) {
+                                    float *scratch, int b, int h, bool sq, bool skv) {
     const size_t qo = at(&g->q, b, h), ko = at(&g->k, b, h), vo = at(&g->v, b, h),
                  oo = at(&g->o, b, h);
     const float *Q = q + qo, *O = o + oo, *G = go + oo;
@@ -495,13 +495,15 @@ TT_CLONES_FMA static void backward_bh_v(const att_geom *g, const float *q, const
             /* dQ_blk += dA K[0:n];  dK[0:n] += dA^T Q_blk */
             if (gq)
                 query_rows_gemm(g, i0, rows, W, kv.K, kv.ldk, g->D / VL,
-                                gq + qo + (size_t)i0 * ldq, ldq, true);
+                                gq + qo + (size_t)i0 * ldq, ldq, !sq);
             if (gk)
                 key_rows_gemm(g, i0, rows, n, W, Q + (size_t)i0 * ldq, ldq, g->D / VL, gk + ko,
-                              ldk);
+                              ldk, !(skv && i0 == 0));
         }
         /* dV[0:n] += P^T G_blk */
-        if (gv) key_rows_gemm(g, i0, rows, n, Pb, Gb, ldo, g->Dv / VL, gv + vo, ldv);
+        if (gv)
+            key_rows_gemm(g, i0, rows, n, Pb, Gb, ldo, g->Dv / VL, gv + vo, ldv,
+                          !(skv && i0 == 0));
         Pb += (size_t)n * RB;
     }
 }
@@ -563,12 +565,15 @@ typedef struct att_job {
     size_t per;               /* floats of scratch for one thread                */
     float *scratch;           /* per floats per thread, slot tt_thread_num()     */
     bool zq, zk, zv;          /* backward: zero the pair's rows of gq / gk / gv  */
+    bool sq, skv;             /* backward, vector path: store, not add, dQ (all its
+                               * rows) / dK and dV's rows of the first query block,
+                               * instead of zeroing them first (see backward_range) */
 } att_job;
 
-/* rows x cols floats of a view's (b, h), row stride ld, := 0 */
-static void zero_rows(float *x, const att_view *w, int b, int h, int rows, int cols) {
+/* rows r0 .. r1 - 1 (cols floats each) of a view's (b, h), row stride ld, := 0 */
+static void zero_rows(float *x, const att_view *w, int b, int h, int r0, int r1, int cols) {
     float *p = x + at(w, b, h);
-    for (int r = 0; r < rows; r++) memset(p + (size_t)r * w->ld, 0, (size_t)cols * sizeof *p);
+    for (int r = r0; r < r1; r++) memset(p + (size_t)r * w->ld, 0, (size_t)cols * sizeof *p);
 }
 
 /* backward of pairs [bh0, bh1) */
@@ -579,12 +584,18 @@ static void backward_range(void *ctx, long bh0, long bh1) {
     for (long bh = bh0; bh < bh1; bh++) {
         const int b = (int)bh / g->H, h = (int)bh % g->H;
         /* a new gradient buffer starts at zero where this pair adds to it (all of it
-         * before any adding: q, k, v may be one tensor) */
-        if (j->zq) zero_rows(j->gq, &g->q, b, h, g->T, g->D);
-        if (j->zk) zero_rows(j->gk, &g->k, b, h, g->S, g->D);
-        if (j->zv) zero_rows(j->gv, &g->v, b, h, g->S, g->Dv);
+         * before any adding: q, k, v may be one tensor). Where the pair writes before
+         * it adds, the vector path stores instead (a tile that starts from 0 rather
+         * than from a zeroed row: the same sums): every row of dQ (each query block
+         * writes its own rows once), and the rows of dK and dV that the first query
+         * block sees; only the keys after those start at zero. */
+        const int k0 = j->skv ? visible(g, (g->T < RB ? g->T : RB) - 1) : 0;
+        if (j->zq && !j->sq) zero_rows(j->gq, &g->q, b, h, 0, g->T, g->D);
+        if (j->zk) zero_rows(j->gk, &g->k, b, h, k0, g->S, g->D);
+        if (j->zv) zero_rows(j->gv, &g->v, b, h, k0, g->S, g->Dv);
         if (g->vec)
-            backward_bh_v(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h);
+            backward_bh_v(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h,
+                          j->sq, j->skv);
         else
             backward_bh(g, j->q, j->k, j->v, j->o, j->go, j->P, j->gq, j->gk, j->gv, w, b, h);
     }
@@ -689,9 +700,15 @@ static void attention_backward(tt_node *n) {
         }
         if (!gr[0] && !gr[1] && !gr[2]) return;
         const size_t per = g->vec ? scratch_v(g) : (size_t)RB * g->S;
+        /* storing (see backward_range) needs roles that share no elements: not q with k
+         * or v, nor k with v unless they are the kv form's two column blocks; and
+         * buffers that are new (z), as adding to an older gradient must add */
+        const bool apart = tq != tk && tq != tv && (n->n_in == 2 || tk != tv);
+        const bool sq = g->vec && apart && z[0], skv = g->vec && apart && (gr[1] || gr[2]) &&
+                                                   (!gr[1] || z[1]) && (!gr[2] || z[2]);
         att_job j = {g, tq->data, tk->data, tv->data, n->out->data, n->out->grad, c->P,
                      gr[0], gr[1], gr[2], per, tt_arena_alloc((size_t)nt * per * sizeof(float)),
-                     z[0] && gr[0], z[1] && gr[1], z[2] && gr[2]};
+                     z[0] && gr[0], z[1] && gr[1], z[2] && gr[2], sq, skv};
         tt_parallel_for(nbh, nt, backward_range, &j);
         return;
     }
@@ -705,9 +722,10 @@ static void attention_backward(tt_node *n) {
     float *pq = pad_grad(p, g->T, p->D, gq), *pk = pad_grad(p, g->S, p->D, gk),
           *pv = pad_grad(p, g->S, p->Dv, gv);
     const size_t per = scratch_v(p);
-    /* (the padded gradients are new: the pairs zero them) */
+    /* (the padded gradients are new, one per role: the pairs store into them or zero
+     * them, see backward_range) */
     att_job j = {p, pd->q, pd->k, pd->v, pd->o, go, c->P, pq, pk, pv, per,
-                 tt_arena_alloc((size_t)nt * per * sizeof(float)), pq, pk, pv};
+                 tt_arena_alloc((size_t)nt * per * sizeof(float)), pq, pk, pv, true, true};
     tt_parallel_for(nbh, nt, backward_range, &j);
     if (gq) pad_rows(g, g->T, gq, &g->q, pq, g->D, p->D, 2);
     if (gk) pad_rows(g, g->S, gk, &g->k, pk, g->D, p->D, 2);
