@@ -311,7 +311,8 @@ END_TEST
  * backward_range). That must be the bits of adding to zeros: the same backward with every
  * gradient new (tt_grad_to_none) and with every gradient an existing zero buffer
  * (tt_zero_grad, which is added to), for one query block and several, a shorter T than
- * S, causal or not, the kv form and the heads form, D 16 (vector path) and 8 (padded). */
+ * S, no queries at all, causal or not, the kv form and the heads form, D 16 (vector
+ * path) and 8 (padded). */
 static void store_vs_add(int form, int T, int S, int D, bool causal) {
     const int B = 2, H = 2;
     tt_manual_seed(31);
@@ -322,8 +323,10 @@ static void store_vs_add(int form, int T, int S, int D, bool causal) {
     tt_tensor *t[3] = {q, k, v};
     float *g[2][3];
     for (int pass = 0; pass < 2; pass++) {
+        /* stale values (ones) in the buffers that a new gradient reuses */
+        tt_backward(tt_add(tt_add(tt_sum_all(q), tt_sum_all(k)), tt_sum_all(v)));
+        tt_tape_reset();
         for (int i = 0; i < 3; i++) {
-            /* (stale values first, in the buffers a new gradient may reuse) */
             tt_grad_to_none(t[i]);
             if (pass == 1) tt_zero_grad(t[i]);
         }
@@ -355,6 +358,7 @@ START_TEST(test_attention_grad_store_same_bits) {
                 store_vs_add(form, 32, 32, D, causal);   /* one full block */
                 store_vs_add(form, 70, 70, D, causal);   /* three blocks */
                 store_vs_add(form, 40, 75, D, causal);   /* queries the last 40 of 75 */
+                store_vs_add(form, 0, 20, D, causal);    /* no queries: dK = dV = 0 */
             }
 }
 END_TEST

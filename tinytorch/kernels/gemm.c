@@ -806,7 +806,6 @@ static const gemm_kernel g_kernels[K_COUNT] = {
 #endif
 };
 
-
 static bool kernel_supported(int k) {
     if (k == K_GENERIC) return true;
 #if GEMM_X86

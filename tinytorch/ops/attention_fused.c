@@ -701,11 +701,13 @@ static void attention_backward(tt_node *n) {
         if (!gr[0] && !gr[1] && !gr[2]) return;
         const size_t per = g->vec ? scratch_v(g) : (size_t)RB * g->S;
         /* storing (see backward_range) needs roles that share no elements: not q with k
-         * or v, nor k with v unless they are the kv form's two column blocks; and
-         * buffers that are new (z), as adding to an older gradient must add */
+         * or v, nor k with v unless they are the kv form's two column blocks; buffers
+         * that are new (z), as adding to an older gradient must add; and for dK and dV
+         * a first query block (T = 0 has none, and its keys' gradients are all zero) */
         const bool apart = tq != tk && tq != tv && (n->n_in == 2 || tk != tv);
-        const bool sq = g->vec && apart && z[0], skv = g->vec && apart && (gr[1] || gr[2]) &&
-                                                   (!gr[1] || z[1]) && (!gr[2] || z[2]);
+        const bool sq = g->vec && apart && z[0];
+        const bool skv = g->vec && apart && g->T > 0 && (gr[1] || gr[2]) && (!gr[1] || z[1]) &&
+                         (!gr[2] || z[2]);
         att_job j = {g, tq->data, tk->data, tv->data, n->out->data, n->out->grad, c->P,
                      gr[0], gr[1], gr[2], per, tt_arena_alloc((size_t)nt * per * sizeof(float)),
                      z[0] && gr[0], z[1] && gr[1], z[2] && gr[2], sq, skv};
@@ -725,7 +727,7 @@ static void attention_backward(tt_node *n) {
     /* (the padded gradients are new, one per role: the pairs store into them or zero
      * them, see backward_range) */
     att_job j = {p, pd->q, pd->k, pd->v, pd->o, go, c->P, pq, pk, pv, per,
-                 tt_arena_alloc((size_t)nt * per * sizeof(float)), pq, pk, pv, true, true};
+                 tt_arena_alloc((size_t)nt * per * sizeof(float)), pq, pk, pv, true, g->T > 0};
     tt_parallel_for(nbh, nt, backward_range, &j);
     if (gq) pad_rows(g, g->T, gq, &g->q, pq, g->D, p->D, 2);
     if (gk) pad_rows(g, g->S, gk, &g->k, pk, g->D, p->D, 2);

@@ -88,22 +88,25 @@ static tt_tensor *sum_axis(tt_tensor *a, int axis, bool keepdim, bool mean, tt_s
     tt_tensor *out = tt_tmp(TT_F32, v.out_ndim, v.out_shape);
     /* one double accumulator per inner position; k ascending for every j */
     double *acc = tt_arena_alloc((v.inner ? v.inner : 1) * sizeof(double));
-    for (size_t o = 0; o < v.outer && v.inner == 1; o++) {
+    if (v.inner == 1) {
         /* the last axis (a router's [N, k] weights): the same sum, in a register; the
-         * general loops below cost ~10 ns a row in their trip-count checks */
-        const float *ao = a->data + o * v.n;
-        double s = 0.0;
-        for (size_t k = 0; k < v.n; k++) s += ao[k];
-        out->data[o] = (float)(s * scale);
-    }
-    for (size_t o = 0; o < v.outer && v.inner != 1; o++) {
-        for (size_t j = 0; j < v.inner; j++) acc[j] = 0.0;
-        for (size_t k = 0; k < v.n; k++) {
-            const float *ak = a->data + (o * v.n + k) * v.inner;
-            for (size_t j = 0; j < v.inner; j++) acc[j] += ak[j];
+         * general loops cost ~10 ns a row in their trip-count checks */
+        for (size_t o = 0; o < v.outer; o++) {
+            const float *ao = a->data + o * v.n;
+            double s = 0.0;
+            for (size_t k = 0; k < v.n; k++) s += ao[k];
+            out->data[o] = (float)(s * scale);
         }
-        float *po = out->data + o * v.inner;
-        for (size_t j = 0; j < v.inner; j++) po[j] = (float)(acc[j] * scale);
+    } else {
+        for (size_t o = 0; o < v.outer; o++) {
+            for (size_t j = 0; j < v.inner; j++) acc[j] = 0.0;
+            for (size_t k = 0; k < v.n; k++) {
+                const float *ak = a->data + (o * v.n + k) * v.inner;
+                for (size_t j = 0; j < v.inner; j++) acc[j] += ak[j];
+            }
+            float *po = out->data + o * v.inner;
+            for (size_t j = 0; j < v.inner; j++) po[j] = (float)(acc[j] * scale);
+        }
     }
     tt_node *node = tt_record(op, sum_backward, out, 1, &a, src);
     if (node) {
