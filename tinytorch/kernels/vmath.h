@@ -83,15 +83,21 @@ static ALWAYS_INLINE void vfma_acc(v16 *c, const v16 *a, float s) {
     *c = r;
 }
 
-/* *lo += lanes 0-7 of x widened to double, *hi += lanes 8-15 (a sum kept in double,
- * lane by lane). Widened as one 16-lane vector: GCC 12 turns that into one conversion
- * per half (AVX-512: vcvtps2pd ymm -> zmm), where converting each 8-lane half on its
- * own took three more shuffles a half - a third of the fused attention's softmax. */
-static ALWAYS_INLINE void vwiden_acc(const v16 *x, v8d *lo, v8d *hi) {
+/* *lo = lanes 0-7 of x widened to double, *hi = lanes 8-15. Widened as one 16-lane
+ * vector: GCC 12 turns that into one conversion per half (AVX-512: vcvtps2pd ymm ->
+ * zmm), where converting each 8-lane half on its own took three more shuffles a half -
+ * a third of the fused attention's softmax. */
+static ALWAYS_INLINE void vwiden(const v16 *x, v8d *lo, v8d *hi) {
     const v16d d = __builtin_convertvector(*x, v16d);
+    memcpy(lo, &d, sizeof *lo);
+    memcpy(hi, (const char *)&d + sizeof *lo, sizeof *hi);
+}
+
+/* *lo += lanes 0-7 of x in double, *hi += lanes 8-15 (a sum kept in double, lane by
+ * lane) */
+static ALWAYS_INLINE void vwiden_acc(const v16 *x, v8d *lo, v8d *hi) {
     v8d l, h;
-    memcpy(&l, &d, sizeof l);
-    memcpy(&h, (const char *)&d + sizeof l, sizeof h);
+    vwiden(x, &l, &h);
     *lo += l;
     *hi += h;
 }

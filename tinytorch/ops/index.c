@@ -335,7 +335,7 @@ static void topk_rows(void *ctx, long r0, long r1) {
     const idx_job *j = ctx;
     const size_t E = j->E, k = j->K;
     long r = r0;
-    if (k <= 2 && E >= k)
+    if (k <= 2) /* (tt_topk checked k <= E) */
         for (; r + VL <= r1; r += VL)
             topk_rows16(j->src + (size_t)r * E, (int)E, (int)k, j->dst + (size_t)r * k,
                         j->sel + (size_t)r * k);

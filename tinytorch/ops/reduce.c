@@ -86,8 +86,6 @@ static tt_tensor *sum_axis(tt_tensor *a, int axis, bool keepdim, bool mean, tt_s
         tt_error_at(src, op, "mean over empty axis %d of %s", axis, tt_d(a));
     float scale = mean ? 1.0f / (float)v.n : 1.0f;
     tt_tensor *out = tt_tmp(TT_F32, v.out_ndim, v.out_shape);
-    /* one double accumulator per inner position; k ascending for every j */
-    double *acc = tt_arena_alloc((v.inner ? v.inner : 1) * sizeof(double));
     if (v.inner == 1) {
         /* the last axis (a router's [N, k] weights): the same sum, in a register; the
          * general loops cost ~10 ns a row in their trip-count checks */
@@ -98,6 +96,8 @@ static tt_tensor *sum_axis(tt_tensor *a, int axis, bool keepdim, bool mean, tt_s
             out->data[o] = (float)(s * scale);
         }
     } else {
+        /* one double accumulator per inner position; k ascending for every j */
+        double *acc = tt_arena_alloc(v.inner * sizeof(double));
         for (size_t o = 0; o < v.outer; o++) {
             for (size_t j = 0; j < v.inner; j++) acc[j] = 0.0;
             for (size_t k = 0; k < v.n; k++) {
