@@ -68,13 +68,16 @@ static inline int part(long long p, int n, int parts) { return (int)(p * n / par
  *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)
  * then, if bias (the tile's first column's bias), C[r][j] += bias[j], and if relu,
  * C = max(C, 0): the epilogue of the last k slice of tt_gemm_bias. pf_c: prefetch the
- * tile's C lines at the start (worth it only when C may not be in cache).
+ * tile's C lines at the start (worth it only when C may not be in cache). far (NULL:
+ * none): rows of memory to prefetch while the tile runs, a line every few k steps (see
+ * far_rows; the portable kernel ignores it).
  * Packed operands have as = MR and bs = NR; the driver also passes operands that are
  * already laid out that way in the caller's matrix with their row stride (see
  * gemm_packed: "direct" operands). All MR x NR values must be readable. */
+typedef struct far_rows far_rows;
 typedef void (*ukernel_fn)(int kc, const float *a, size_t as, const float *b, size_t bs,
                            float *c, size_t ldc, int m, int n, float alpha, float beta,
-                           const float *bias, bool relu, bool pf_c);
+                           const float *bias, bool relu, bool pf_c, const far_rows *far);
 /* Pack one MR-row panel of op(A) (rows m <= MR, kc columns) / one NR-column sliver of
  * op(B) (kc rows, n <= NR columns). src points at the panel's first element of op(X). */
 typedef void (*pack_fn)(bool trans, int mn, int kc, const float *src, size_t ld, float *dst);
@@ -166,13 +169,74 @@ static ALWAYS_INLINE void pack_b_tpl(const int NR, bool trans, int n, int kc, co
         for (int j = 0; j < NR; j++) dst[(size_t)k * NR + j] = j < n ? src[j * ld + k] : 0.0f;
 }
 
+/* ---- prefetching the next B sliver's source during a tile ------------------------------
+ * A product of one row block packs each B sliver just before use (gemm_thread_own), and
+ * its source - a slice of a weight matrix, mostly - comes cold from memory. So while the
+ * tiles of one sliver run, the source of the next is prefetched, 1/n_panels of its rows
+ * per tile. The micro-kernel issues those prefetches itself, one 64-byte line every
+ * FAR_EVERY k steps (the lines left over when the tile has too few steps, at its end).
+ * All of a tile's lines at once before the tile instead (50-60 of them) fill the core's
+ * queue of outstanding misses: the prefetches then stall the core about as long as they
+ * save the packing. Measured on the Zen 5 of the nineteenth session (in-process ABBA
+ * blocks of whole medium steps): spread out, 0.968 of the time of the burst on 2 threads
+ * and 0.981 on 1; the burst itself 1.00 of no prefetch at all; toy and small unchanged
+ * (0.99-1.02, noise). */
+#ifndef FAR_EVERY
+#define FAR_EVERY 4
+#endif
+struct far_rows {
+    const char *p;          /* first row                                    */
+    size_t ld, row_bytes;   /* row stride and length in bytes               */
+    int rows;               /* rows to prefetch (0: none)                   */
+};
+/* The micro-kernel's position in its far_rows: the next line, the last byte of the
+ * current row, rows left (counting the current one; 0: done). */
+typedef struct far_cursor {
+    const char *line, *row, *row_end;
+    size_t ld, row_bytes;
+    int left;
+} far_cursor;
+
+static ALWAYS_INLINE void far_row(far_cursor *f) { /* point at the current row's first line */
+    f->line = (const char *)((uintptr_t)f->row & ~(uintptr_t)63);
+    f->row_end = f->row + f->row_bytes - 1;
+}
+static ALWAYS_INLINE far_cursor far_begin(const far_rows *far) {
+    far_cursor f = {NULL, NULL, NULL, 0, 0, 0};
+    if (far && far->rows > 0 && far->row_bytes > 0) {
+        f.row = far->p, f.ld = far->ld, f.row_bytes = far->row_bytes, f.left = far->rows;
+        far_row(&f);
+    }
+    return f;
+}
+/* Prefetch the next line (the cursor must not be done). Inlined into the kernels: as a
+ * function of its own, a prefetch being no side effect GCC knows of, it could be
+ * declared const and its calls deleted (GCC 12 did that to this file's first version,
+ * a prefetch_rows() that ran unnoticed as a no-op until the nineteenth session). */
+static ALWAYS_INLINE void far_next(far_cursor *f) {
+#if GEMM_X86
+    _mm_prefetch(f->line, _MM_HINT_T0);
+#else
+    __builtin_prefetch(f->line);
+#endif
+    f->line += 64;
+    if (f->line > f->row_end && --f->left > 0) {
+        f->row += f->ld;
+        far_row(f);
+    }
+}
+static ALWAYS_INLINE void far_finish(far_cursor *f) {
+    while (f->left > 0) far_next(f);
+}
+
 /* ---- portable micro-kernel (4 x 8: 8 SSE registers of accumulators at -O2) ----------- */
 enum { GEN_MR = 4, GEN_NR = 8 };
 
 static void ukernel_generic(int kc, const float *restrict a, size_t as,
                             const float *restrict b, size_t bs, float *restrict c, size_t ldc,
                             int m, int n, float alpha, float beta, const float *bias,
-                            bool relu, bool pf_c) {
+                            bool relu, bool pf_c, const far_rows *far) {
+    (void)pf_c, (void)far; /* (no prefetching in the portable kernel) */
     float acc[GEN_MR][GEN_NR] = {{0}};
     for (int k = 0; k < kc; k++, a += as, b += bs)
 #pragma GCC unroll 4
@@ -281,7 +345,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
                                                            float *restrict c, size_t ldc, int m,
                                                            int n, float alpha, float beta,
                                                            const float *bias, bool relu,
-                                                           bool pf_c) {
+                                                           bool pf_c, const far_rows *far) {
     const int NR = 16 * NV;
     __m512 acc[A5_MR][A5_NV];
 #pragma GCC unroll 16
@@ -303,7 +367,9 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
     const float *ap[A5_MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MROWS; r++) ap[r] = AROWS ? a + r * as : a + r;
+    far_cursor fc = far_begin(far);
     for (int k = 0; k < kc; k++) {
+        if (fc.left > 0 && k % FAR_EVERY == 0) far_next(&fc);
         if (AROWS && (k & 15) < MROWS) {
             /* 14 row streams, one new cache line each per 16 steps: more streams than the
              * hardware prefetchers follow when A comes from memory, so fetch ahead, one
@@ -330,6 +396,7 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
         if (!AROWS) a += as;
         b += bs;
     }
+    far_finish(&fc);
 
     /* The store, specialised for the common cases (alpha 1; beta 0 or 1; the bias, with
      * or without ReLU): a branch per case here instead of four per vector stored (-O2
@@ -360,51 +427,59 @@ TARGET_AVX512 static ALWAYS_INLINE void ukernel_avx512_tpl(const int NV, const b
  * gets the same arithmetic, so the choice never changes a result). */
 TARGET_AVX512 static void ukernel_avx512(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu, pf_c);
+                       relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(A5_NV, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu, pf_c);
+                       relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_n16(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(1, false, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu, pf_c);
+                       relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_arows(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(1, true, A5_MR, kc, a, as, b, bs, c, ldc, m, n, alpha, beta, bias,
-                       relu, pf_c);
+                       relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_short(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
-                       bias, relu, pf_c);
+                       bias, relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_short(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(1, false, A5_MR_SHORT, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
-                       bias, relu, pf_c);
+                       bias, relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_short4(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(A5_NV, false, A5_MR_SHORT4, kc, a, as, b, bs, c, ldc, m, n, alpha,
-                       beta, bias, relu, pf_c);
+                       beta, bias, relu, pf_c, far);
 }
 TARGET_AVX512 static void ukernel_avx512_n16_short4(int kc, const float *restrict a, size_t as,
         const float *restrict b, size_t bs, float *restrict c, size_t ldc, int m, int n,
-        float alpha, float beta, const float *bias, bool relu, bool pf_c) {
+        float alpha, float beta, const float *bias, bool relu, bool pf_c,
+        const far_rows *far) {
     ukernel_avx512_tpl(1, false, A5_MR_SHORT4, kc, a, as, b, bs, c, ldc, m, n, alpha, beta,
-                       bias, relu, pf_c);
+                       bias, relu, pf_c, far);
 }
 /* B slivers of 16 columns for ukernel_avx512_n16: B is then at most K x 16 floats, too
  * small for its packing to matter, so the portable template does it. */
@@ -593,7 +668,8 @@ enum { A2_MR = 6, A2_NR = 16 };
 TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
                                      const float *restrict b, size_t bs, float *restrict c,
                                      size_t ldc, int m, int n, float alpha, float beta,
-                                     const float *bias, bool relu, bool pf_c) {
+                                     const float *bias, bool relu, bool pf_c,
+                                     const far_rows *far) {
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -602,7 +678,9 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
         _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
     }
+    far_cursor fc = far_begin(far);
     for (int k = 0; k < kc; k++) {
+        if (fc.left > 0 && k % FAR_EVERY == 0) far_next(&fc);
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 8
         for (int r = 0; r < A2_MR; r++) {
@@ -613,6 +691,7 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
         a += as;
         b += bs;
     }
+    far_finish(&fc);
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     if (m == A2_MR && n == A2_NR) {
 #pragma GCC unroll 8
@@ -1139,7 +1218,7 @@ static void gemm_packed(const gemm_kernel *kr, bool ta, bool tb, int M, int N, i
  * step bs; bet: beta for this slice, last: the slice that applies the epilogue. */
 static inline void run_tile(const gemm_job *g, bool da, const float *ap, int i, int mi, int pc,
                             int kc, const float *bp, size_t bs, int j, int n, float bet,
-                            bool last) {
+                            bool last, const far_rows *far) {
     const gemm_kernel *kr = g->kr;
     if (kr->narrow && n <= kr->narrow->nr) kr = kr->narrow; /* (A and B laid out alike) */
     ukernel_fn uk = kr->ukernel;
@@ -1151,7 +1230,7 @@ static inline void run_tile(const gemm_job *g, bool da, const float *ap, int i, 
         uk = kr->ukernel_short[1];
     uk(kc, da ? op_at(g->A, g->ta, g->lda, i, pc) : ap, da ? g->lda : (size_t)kr->mr, bp, bs,
        g->C + (size_t)i * g->ldc + j, g->ldc, mi, n, g->alpha, bet,
-       last && g->bias ? g->bias + j : NULL, last && g->relu, g->pf_c);
+       last && g->bias ? g->bias + j : NULL, last && g->relu, g->pf_c, far);
 }
 
 /* The source in B of sliver s of the (jc, pc) panel: n_rows rows of row_bytes bytes
@@ -1170,31 +1249,10 @@ static b_src b_sliver_src(const gemm_job *g, int jc, int nc, int pc, int kc, int
     return r;
 }
 
-/* Prefetch rows [r0, r1) of a sliver's source: every 64-byte line of each row (the
- * last byte too, for a row that does not start on a line).
- * Always inlined, and it must be: as a function of its own it has no side effects that
- * GCC recognises (a prefetch is not one), so GCC 12's interprocedural pure/const analysis
- * declares it `const` and deletes every call of it. That happened, unnoticed, until the
- * nineteenth session (own_sliver_slice of f092f12 has no prefetch instruction; objdump -d
- * shows them now). Measured then (1 thread, 16 experts' operands rotated): the medium
- * experts' NT forward products 3-4% faster; the NN ones unchanged (their slivers' rows,
- * 2-8 KB apart, fall into a few cache sets and do not stay long enough to be used). */
-static ALWAYS_INLINE void prefetch_rows(const b_src *src, size_t ld_bytes, int r0, int r1) {
-#if GEMM_X86
-    for (int r = r0; r < r1; r++) {
-        const char *row = src->p + (size_t)r * ld_bytes;
-        for (size_t off = 0; off < src->row_bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
-        _mm_prefetch(row + src->row_bytes - 1, _MM_HINT_T0);
-    }
-#else
-    (void)src, (void)ld_bytes, (void)r0, (void)r1;
-#endif
-}
-
 /* One k slice (pc, kc) of sliver s of the (jc, nc) panel times every row panel of A: pack
- * the sliver (unless it is read in place), then its tiles top to bottom, prefetching the
- * source of the sliver to be packed next (nx, if any) meanwhile, 1/n_panels of it per
- * tile. Panel q of A is read in place if it is full and A is direct, else from
+ * the sliver (unless it is read in place), then its tiles top to bottom, each prefetching
+ * 1/n_panels of the rows of the source of the sliver to be packed next (nx, if any; see
+ * far_rows). Panel q of A is read in place if it is full and A is direct, else from
  * ap0 + q * aq (packed). */
 static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, int kc,
                              float *sbuf, const float *ap0, size_t aq, b_src nx) {
@@ -1210,11 +1268,11 @@ static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, i
     if (g->direct_b && nx.row_bytes == (size_t)NR * sizeof(float)) nx.p = NULL; /* read in place */
     for (int q = 0; q < n_panels; q++) {
         const int i = q * MR, mi = imin(MR, M - i);
-        if (nx.p)
-            prefetch_rows(&nx, g->ldb * sizeof(float), part(q, nx.n_rows, n_panels),
-                          part(q + 1, nx.n_rows, n_panels));
+        const int r0 = part(q, nx.n_rows, n_panels), r1 = part(q + 1, nx.n_rows, n_panels);
+        const far_rows far = {nx.p ? nx.p + (size_t)r0 * g->ldb * sizeof(float) : NULL,
+                              g->ldb * sizeof(float), nx.row_bytes, nx.p ? r1 - r0 : 0};
         run_tile(g, g->direct_a && mi == MR, ap0 + (size_t)q * aq, i, mi, pc, kc, bp, bs, j, n,
-                 bet, last);
+                 bet, last, &far);
     }
 }
 
@@ -1367,7 +1425,7 @@ static void gemm_thread(const gemm_job *g, int t, int nt) {
                         int i = i0 + q * MR;
                         run_tile(g, direct_a && i1 - i >= MR, abuf + (size_t)q * MR * kc, i,
                                  imin(MR, i1 - i), pc, kc, bp, bs, j, imin(NR, jc + nc - j),
-                                 bet, last);
+                                 bet, last, NULL);
                     }
                 }
             }
