@@ -190,21 +190,23 @@ struct far_rows {
     int rows;               /* rows to prefetch (0: none)                   */
 };
 /* The micro-kernel's position in its far_rows: the next line, the last byte of the
- * current row, rows left (counting the current one; 0: done). */
+ * current row, rows left (counting the current one; 0: done). Addresses as integers: a
+ * row's first line may start before the matrix, which is no C pointer. */
 typedef struct far_cursor {
-    const char *line, *row, *row_end;
+    uintptr_t line, row, row_end;
     size_t ld, row_bytes;
     int left;
 } far_cursor;
 
 static ALWAYS_INLINE void far_row(far_cursor *f) { /* point at the current row's first line */
-    f->line = (const char *)((uintptr_t)f->row & ~(uintptr_t)63);
+    f->line = f->row & ~(uintptr_t)63;
     f->row_end = f->row + f->row_bytes - 1;
 }
 static ALWAYS_INLINE far_cursor far_begin(const far_rows *far) {
-    far_cursor f = {NULL, NULL, NULL, 0, 0, 0};
+    far_cursor f = {0, 0, 0, 0, 0, 0};
     if (far && far->rows > 0 && far->row_bytes > 0) {
-        f.row = far->p, f.ld = far->ld, f.row_bytes = far->row_bytes, f.left = far->rows;
+        f.row = (uintptr_t)far->p, f.ld = far->ld, f.row_bytes = far->row_bytes;
+        f.left = far->rows;
         far_row(&f);
     }
     return f;
@@ -215,9 +217,9 @@ static ALWAYS_INLINE far_cursor far_begin(const far_rows *far) {
  * a prefetch_rows() that ran unnoticed as a no-op until the nineteenth session). */
 static ALWAYS_INLINE void far_next(far_cursor *f) {
 #if GEMM_X86
-    _mm_prefetch(f->line, _MM_HINT_T0);
+    _mm_prefetch((const char *)f->line, _MM_HINT_T0);
 #else
-    __builtin_prefetch(f->line);
+    __builtin_prefetch((const void *)f->line);
 #endif
     f->line += 64;
     if (f->line > f->row_end && --f->left > 0) {
