@@ -213,8 +213,8 @@ static ALWAYS_INLINE far_cursor far_begin(const far_rows *far) {
 }
 /* Prefetch the next line (the cursor must not be done). Inlined into the kernels: as a
  * function of its own, a prefetch being no side effect GCC knows of, it could be
- * declared const and its calls deleted (GCC 12 did that to this file's first version,
- * a prefetch_rows() that ran unnoticed as a no-op until the nineteenth session). */
+ * declared const and its calls deleted (GCC 12 did that to this prefetch's first version,
+ * a helper prefetch_rows() that was a no-op from the fourth session to the nineteenth). */
 static ALWAYS_INLINE void far_next(far_cursor *f) {
 #if GEMM_X86
     _mm_prefetch((const char *)f->line, _MM_HINT_T0);
