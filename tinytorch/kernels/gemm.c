@@ -68,7 +68,7 @@ static inline int part(long long p, int n, int parts) { return (int)(p * n / par
  *     C = alpha * acc + beta * C      (beta == 0: C = alpha * acc, C not read)
  * then, if bias (the tile's first column's bias), C[r][j] += bias[j], and if relu,
  * C = max(C, 0): the epilogue of the last k slice of tt_gemm_bias. pf_c: prefetch the
- * tile's C lines at the start (worth it only when C may not be in cache). far (NULL:
+ * tile's C lines before the stores (worth it only when C may not be in cache). far (NULL:
  * none): rows of memory to prefetch while the tile runs, a line every few k steps (see
  * far_rows; the portable kernel ignores it).
  * Packed operands have as = MR and bs = NR; the driver also passes operands that are
