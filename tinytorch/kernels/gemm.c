@@ -681,10 +681,12 @@ TARGET_AVX2 static void ukernel_avx2(int kc, const float *restrict a, size_t as,
     __m256 acc[A2_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < A2_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    if (pf_c) { /* the tile's C lines, ready for the final stores */
 #pragma GCC unroll 8
-    for (int r = 0; r < A2_MR && pf_c; r++) { /* the tile's C lines, ready for the final stores */
-        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
+        for (int r = 0; r < A2_MR; r++) {
+            _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + r * ldc + A2_NR - 1), _MM_HINT_T0);
+        }
     }
     far_cursor fc = far_begin(far);
     for (int k = 0; k < kc; k++) {
