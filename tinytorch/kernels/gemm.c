@@ -1278,9 +1278,12 @@ static void own_sliver_slice(const gemm_job *g, int jc, int nc, int s, int pc, i
     if (g->direct_b && nx.row_bytes == (size_t)NR * sizeof(float)) nx.p = NULL; /* read in place */
     for (int q = 0; q < n_panels; q++) {
         const int i = q * MR, mi = imin(MR, M - i);
-        const int r0 = part(q, nx.n_rows, n_panels), r1 = part(q + 1, nx.n_rows, n_panels);
-        const far_rows far = {nx.p ? nx.p + (size_t)r0 * g->ldb * sizeof(float) : NULL,
-                              g->ldb * sizeof(float), nx.row_bytes, nx.p ? r1 - r0 : 0};
+        far_rows far = {NULL, 0, 0, 0}; /* (none) */
+        if (nx.p) { /* this tile's share of the next sliver's source rows */
+            const int r0 = part(q, nx.n_rows, n_panels), r1 = part(q + 1, nx.n_rows, n_panels);
+            const size_t ld = g->ldb * sizeof(float);
+            far = (far_rows){nx.p + (size_t)r0 * ld, ld, nx.row_bytes, r1 - r0};
+        }
         run_tile(g, g->direct_a && mi == MR, ap0 + (size_t)q * aq, i, mi, pc, kc, bp, bs, j, n,
                  bet, last, &far);
     }
