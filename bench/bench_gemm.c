@@ -323,6 +323,15 @@ int main(int argc, char **argv) {
         }
         printf("%-18s %-3s %5d %5d %5d %10.1f %10s %7s %9s\n", c->name, lay, c->M, c->N, c->K,
                g_tt, blas, ratio, errs);
+        /* for bench/run.sh's targets check: one line a case, the name without spaces */
+        if (g_blas > 0) {
+            char key[48];
+            snprintf(key, sizeof key, "%s", c->name);
+            for (char *q = key; *q; q++)
+                if (*q == ' ') *q = '_';
+            printf("GEMMCASE name=%s lay=%s M=%d N=%d K=%d square=%d ratio=%.4f\n", key, lay,
+                   c->M, c->N, c->K, !strncmp(c->name, "square", 6), speed);
+        }
         fflush(stdout);
         for (int q = 0; q < o.n; q++) {
             free(o.A[q]);

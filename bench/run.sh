@@ -64,7 +64,8 @@ others() {
 }
 busy=""
 
-# run LABEL CMD...: show the output (minus the LOSSES line), keep RESULT/LOSSES lines
+# run LABEL CMD...: show the output (minus the LOSSES and GEMMCASE lines, which are for
+# the summary), keep the machine-readable lines
 run() {
     label=$1
     shift
@@ -75,8 +76,8 @@ run() {
     fi
     out=$("$@" 2>&1)
     rc=$?
-    printf '%s\n' "$out" | grep -v '^LOSSES '
-    printf '%s\n' "$out" | grep -E '^(RESULT|LOSSES|PEAK|SCALING) ' >> "$RES"
+    printf '%s\n' "$out" | grep -v -E '^(LOSSES|GEMMCASE) '
+    printf '%s\n' "$out" | grep -E '^(RESULT|LOSSES|PEAK|SCALING|GEMMCASE) ' >> "$RES"
     if [ $rc -ne 0 ]; then
         echo "bench: $label FAILED (exit $rc)"
         status=1
@@ -200,7 +201,19 @@ function median(v, n,    i, j, x) {
     if ((k in losses) && first_diff(losses[k], s)) rerun_differs[k] = 1
     losses[k] = s
 }
+/^GEMMCASE / {
+    # the speed issue: the GEMM target covers the squares of 256-1024 and every model shape
+    if (field($0, "square") == 0 || field($0, "M") >= 256) {
+        r = field($0, "ratio") + 0
+        if (!ngemm++ || r < gemm_min) {
+            gemm_min = r
+            gemm_which = sprintf("%s %s %sx%sx%s", field($0, "name"), field($0, "lay"),
+                field($0, "M"), field($0, "N"), field($0, "K"))
+        }
+    }
+}
 /^SCALING / {
+    inproc[field($0, "config")] = 1 / field($0, "ratio")
     sc[field($0, "config")] = sprintf("a 2-thread step takes %.3f of a 1-thread one (quartiles %.3f-%.3f, %d blocks): %.2fx; %.2f / %.2f ms",
         field($0, "ratio"), field($0, "ratio_p25"), field($0, "ratio_p75"), field($0, "blocks"),
         1 / field($0, "ratio"), field($0, "ms_a"), field($0, "ms_b"))
@@ -231,8 +244,11 @@ END {
                 q[r] = ms[o, r] > 0 ? ms[p, r] / ms[o, r] : 0
                 if (q[r] < lo) lo = q[r]; if (q[r] > hi) hi = q[r]
             }
-            ratio = n > 1 ? sprintf("%.2f (%.2f-%.2f)", median(q, n), lo, hi) : sprintf("%.2f", q[1])
+            rmed = median(q, n)
+            ratio = n > 1 ? sprintf("%.2f (%.2f-%.2f)", rmed, lo, hi) : sprintf("%.2f", q[1])
+            vs_torch[C[i], T[j]] = rmed
         }
+        if (o in nrun) { ours_ms[C[i], T[j]] = mo; ours_pct[C[i], T[j]] = po }
         printf "%-7s %3s %4s %10s %10s %17s %9s %8s %6s %5s %8s %9s %9s\n", C[i], T[j],
             (o in nrun) ? nrun[o] : nrun[p], fmt(mo, "%.2f"), fmt(mp, "%.2f"), ratio,
             fmt(to, "%.0f"),
@@ -263,6 +279,7 @@ END {
             first = first_diff(losses[a1], losses[b1]); m = common
             split(losses[a1], la, " "); split(losses[b1], lb, " ")
             line = line sprintf(" step %d: loss %s (1 thread), %s (2 threads);", m, la[m], lb[m])
+            ident[C[i]] = !first
             if (!first) line = line sprintf(" bit-identical at all %d common steps", m)
             else line = line sprintf(" DIFFER from step %d (%s vs %s)", first, la[first], lb[first])
         } else {
@@ -276,6 +293,55 @@ END {
         }
         print line
     }
+    targets()
+}
+# The speed issue: its targets, each against the figures of this run (medians, as in the table).
+# A target needs both of its figures; a missing one (a configuration or thread count not
+# run, no PyTorch, no OpenBLAS) is reported as not measured.
+function mark(v, t) { return v >= t ? "met" : "MISSED" }
+function target(what, v, t, detail) {
+    if (v == "") { printf "  %-48s %s\n", what, "not measured"; return }
+    printf "  %-48s %6.2f  %-6s %s\n", what, v, mark(v, t), detail
+}
+function targets(    i, c, v, w, x, m1, m2, line) {
+    print ""
+    print "targets (the speed issue; x = times faster, ratios of medians; see bench/README.md):"
+    target("toy, 1 thread: >= 3x PyTorch", vs_torch["toy", 1], 3)
+    target("small, 1 thread: >= 1.1x PyTorch", vs_torch["small", 1], 1.1)
+    target("medium, 1 thread: >= 1.1x PyTorch", vs_torch["medium", 1], 1.1)
+    target("small, 2 threads: >= 1.6x PyTorch", vs_torch["small", 2], 1.6)
+    target("medium, 2 threads: >= 1.6x PyTorch", vs_torch["medium", 2], 1.6)
+    split("small medium", w, " ")
+    for (i = 1; i <= 2; i++) {
+        c = w[i]
+        v = (c SUBSEP 1) in ours_ms && (c SUBSEP 2) in ours_ms && ours_ms[c, 2] > 0 ? ours_ms[c, 1] / ours_ms[c, 2] : ""
+        target(c ", 2 threads: >= 1.8x own 1 thread (runs)", v, 1.8, "separate runs, minutes apart")
+        target(c ", 2 threads: >= 1.8x own 1 thread (ABBA)", (c in inproc) ? inproc[c] : "", 1.8,
+            "steps alternating in one process")
+    }
+    v = ("toy" SUBSEP 1) in ours_ms && ("toy" SUBSEP 2) in ours_ms && ours_ms["toy", 2] > 0 ? ours_ms["toy", 1] / ours_ms["toy", 2] : ""
+    target("toy, 2 threads: not slower than 1 (runs)", v, 1)
+    target("toy, 2 threads: not slower than 1 (ABBA)", ("toy" in inproc) ? inproc["toy"] : "", 1)
+    target("GEMM: >= 0.85 of OpenBLAS, 1 thread", ngemm ? gemm_min : "", 0.85,
+        ngemm ? sprintf("the slowest of %d cases: %s", ngemm, gemm_which) : "")
+    target("medium, 1 thread: >= 65% of peak", ("medium" SUBSEP 1) in ours_pct ? ours_pct["medium", 1] / 100 : "",
+        0.65, "(as a fraction of the peak)")
+    m1 = m2 = 0; line = ""
+    split("toy small medium", x, " ")
+    for (i = 1; i <= 3; i++) for (c = 1; c <= 2; c++) {
+        if (!(("tinytorch" SUBSEP x[i] SUBSEP c) in rss) || !(("torch" SUBSEP x[i] SUBSEP c) in rss)) continue
+        m1++
+        if (rss["tinytorch", x[i], c] <= rss["torch", x[i], c]) m2++
+        else line = line sprintf(" %s/%d", x[i], c)
+    }
+    if (!m1) printf "  %-48s %s\n", "peak memory <= PyTorch", "not measured"
+    else printf "  %-48s %6s  %-6s %s\n", "peak memory <= PyTorch", m2 "/" m1, m2 == m1 ? "met" : "MISSED",
+        m2 == m1 ? "(every configuration and thread count)" : "higher:" line
+    m1 = m2 = 0
+    for (i = 1; i <= 3; i++) if (x[i] in ident) { m1++; m2 += ident[x[i]] }
+    if (!m1) printf "  %-48s %s\n", "1 and 2 threads: identical losses", "not measured"
+    else printf "  %-48s %6s  %-6s %s\n", "1 and 2 threads: identical losses", m2 "/" m1,
+        m2 == m1 ? "met" : "MISSED", "(configurations, bit for bit)"
 }' "$RES"
 
 if [ -n "$busy" ]; then
