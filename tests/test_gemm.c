@@ -519,6 +519,88 @@ static void check_bias_epilogue(const char *kernel) {
 START_TEST(test_gemm_bias_epilogue_same_bits) { for_each_kernel(check_bias_epilogue); }
 END_TEST
 
+/* A product of at most 8 columns and at least 64 rows is computed transposed by the
+ * AVX-512 kernel (C^T = op(B)^T op(A)^T into a buffer, then copied into C with the
+ * epilogue; gemm.c, gemm_few_columns) unless that would cut K into other slices (K = 400
+ * with C^T's rows 1024 floats apart: one slice, C's: two), or beta != 0 meets alpha != 1
+ * or two k slices (K = 400, 256 or 300 rows).
+ * Either way each column must have the bits of the same column of a 12-column product
+ * (computed directly) with the same row stride of C, in every layout and epilogue; C's
+ * padding columns stay untouched, and with 2 threads (a large product) nothing changes. */
+static void check_few_columns(const char *kernel) {
+    tt_rng r;
+    tt_rng_seed(&r, 17);
+    enum { NW = 12 };
+    /* (at least 32^3 multiply-adds: a smaller product takes the plain loops, gemm_small,
+     * which sum in another order than the tiles - then the two products would differ) */
+    static const int rows[] = {256, 300, 1024}, cols[] = {2, 4, 8}, depth[] = {64, 400};
+    static const struct {
+        float alpha, beta;
+        bool bias, relu;
+    } epi[] = {{1.0f, 0.0f, false, false}, {0.5f, 0.0f, true, true}, {1.0f, 1.0f, true, false},
+               {1.0f, 0.25f, false, true}, {0.75f, -1.0f, false, false}};
+    float bias[NW];
+    for (int j = 0; j < NW; j++) bias[j] = 2.0f * tt_rng_uniform(&r) - 1.0f;
+    for (int mi = 0; mi < 3; mi++)
+        for (int ki = 0; ki < 2; ki++)
+            for (int t = 0; t < 4; t++) {
+                const bool ta = t & 1, tb = t & 2;
+                const int M = rows[mi], K = depth[ki];
+                mat A = op_new(ta, M, K, 0, &r);
+                mat B = op_new(tb, K, NW, 0, &r); /* its first columns of op(B) for N < NW */
+                float *c0 = malloc(sizeof(float) * M * NW), *wide = malloc(sizeof(float) * M * NW),
+                      *few = malloc(sizeof(float) * M * NW);
+                for (int i = 0; i < M * NW; i++) c0[i] = 2.0f * tt_rng_uniform(&r) - 1.0f;
+                for (size_t e = 0; e < sizeof epi / sizeof epi[0]; e++)
+                    for (int ni = 0; ni < 3; ni++) {
+                        const int N = cols[ni];
+                        memcpy(wide, c0, sizeof(float) * M * NW);
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < NW; j++)
+                                few[i * NW + j] = j < N ? c0[i * NW + j] : NAN;
+                        tt_gemm_bias(ta, tb, M, NW, K, epi[e].alpha, A.v, A.ld, B.v, B.ld,
+                                     epi[e].beta, wide, NW, epi[e].bias ? bias : NULL,
+                                     epi[e].relu);
+                        tt_gemm_bias(ta, tb, M, N, K, epi[e].alpha, A.v, A.ld, B.v, B.ld,
+                                     epi[e].beta, few, NW, epi[e].bias ? bias : NULL,
+                                     epi[e].relu);
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < NW; j++) {
+                                const float got = few[i * NW + j], want = wide[i * NW + j];
+                                if (j >= N)
+                                    ck_assert_msg(isnan(got), "%s: padding column %d written",
+                                                  kernel, j);
+                                else if (memcmp(&got, &want, sizeof got) != 0)
+                                    ck_abort_msg("%s: %c%c %dx%dx%d alpha %g beta %g bias %d "
+                                                 "relu %d: C[%d][%d] = %.9g, the %d-column "
+                                                 "product has %.9g",
+                                                 kernel, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N,
+                                                 K, epi[e].alpha, epi[e].beta, epi[e].bias,
+                                                 epi[e].relu, i, j, got, NW, want);
+                            }
+                    }
+                free(A.v), free(B.v), free(c0), free(wide), free(few);
+            }
+#ifdef _OPENMP
+    /* 4096 x 8 x 512: enough multiply-adds for the transposed product's second thread */
+    int saved = omp_get_max_threads();
+    const int M = 4096, N = 8, K = 512;
+    mat A = op_new(false, M, K, 0, &r), B = op_new(true, K, N, 0, &r);
+    float *c1 = malloc(sizeof(float) * M * N), *c2 = malloc(sizeof(float) * M * N);
+    omp_set_num_threads(1);
+    tt_gemm_bias(false, true, M, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, c1, N, bias, false);
+    omp_set_num_threads(2);
+    tt_gemm_bias(false, true, M, N, K, 1.0f, A.v, A.ld, B.v, B.ld, 0.0f, c2, N, bias, false);
+    omp_set_num_threads(saved);
+    ck_assert_msg(memcmp(c1, c2, sizeof(float) * M * N) == 0,
+                  "%s: %dx%dx%d on 2 threads differs from 1", kernel, M, N, K);
+    free(A.v), free(B.v), free(c1), free(c2);
+#endif
+}
+
+START_TEST(test_gemm_few_columns_same_bits) { for_each_kernel(check_few_columns); }
+END_TEST
+
 /* Where the k slices are cut, seen in the bits: with a[0] b[0] = 2^24 and then ones for
  * k >= kc, one FMA chain over all of K stays at 2^24 (2^24 + 1 rounds back to even), while
  * a second slice sums its ones apart and adds them to C: 2^24 + (K - kc), rounded. For a
@@ -606,6 +688,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_gemm_narrow_tile_same_bits);
     tcase_add_test(tc, test_gemm_direct_operands_same_bits);
     tcase_add_test(tc, test_gemm_bias_epilogue_same_bits);
+    tcase_add_test(tc, test_gemm_few_columns_same_bits);
     tcase_add_test(tc, test_gemm_slice_depth);
     tcase_add_test(tc, test_gemm_env_selects_kernel);
     tcase_add_test(tc, test_gemm_bad_arguments);

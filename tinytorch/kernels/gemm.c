@@ -955,6 +955,7 @@ typedef struct pack_buf {
 } pack_buf;
 typedef struct pack_bufs {
     pack_buf a, b, sliver;
+    pack_buf tr; /* C transposed, for products of few columns (gemm_few_columns) */
 } pack_bufs;
 static _Thread_local pack_bufs tls_pack;
 static tss_t g_pack_key;
@@ -966,6 +967,7 @@ static void pack_bufs_free(void *p) {
     free(t->a.p);
     free(t->b.p);
     free(t->sliver.p);
+    free(t->tr.p);
     memset(t, 0, sizeof *t);
 }
 
@@ -1517,6 +1519,88 @@ TT_CLONES static void gemm_small(bool ta, bool tb, int M, int N, int K, float al
 #define GEMM_PAR_MIN (1LL << 21)
 #define GEMM_SMALL (32LL * 32 * 32)
 
+/* ---- products of a few columns, computed transposed ---------------------------------
+ * A product with N <= FEW_COLS_MAX columns (a router's logits: N = number of experts)
+ * wastes most of the AVX-512 tile, which is 16 columns wide at its narrowest: with N = 8
+ * every FMA carries 8 useful lanes of 16, with N = 4 only 4. Its transpose has N rows and
+ * M columns, which the 32-wide tile fills, on the short 8- or 4-row tiles:
+ *     C^T = op(B)^T op(A)^T       (N x M; op(B)^T is B read with the other transpose flag)
+ * computed into a thread-local buffer T and transposed into C by the epilogue below.
+ * Every element of C is the same FMA chain as in the direct product (a b = b a, k in the
+ * same order), provided the two cut K into the same slices (slice_depth depends on the
+ * row stride of C, M for T: checked); T holds alpha acc, as the direct kernel's x before
+ * its epilogue, and that epilogue is redone here with the same float operations:
+ *     x = T (+ beta C) (+ bias) (ReLU)
+ * beta C is the kernel's first term, fma(alpha, acc, beta C) of the first k slice (later
+ * slices add theirs to C): T + beta C only for alpha = 1 and one slice, so other products
+ * with beta != 0 stay direct.
+ * so C gets the direct product's bits (tests/test_gemm.c, test_gemm_few_columns_same_bits).
+ * Measured (twentieth session, Zen 5, 1 thread, operands in cache; scratch n8.c, n8b.c):
+ * 1024 x 8 x 256 (the small model's router) NT 66 -> 46 us, NN 67 -> 46, TN 130 -> 71,
+ * TT 131 -> 75; 256 x 4 x 64 (the toy's) 6.9 -> 5.0 us; 1024 x 2 x 256 1.7x; N = 12
+ * gains nothing (direct 66, transposed 63-72 us): 8 is the limit. On 2 threads the
+ * router's product ran slower than on one whichever way (direct 90-95 us, transposed
+ * 73-80), from 8 M multiply-adds up faster (2048 x 8 x 512: 142 against 203 us; 4096 x 8
+ * x 512: 282 against 404): the transposed product gets a second thread only from
+ * FEW_COLS_PAR_MIN multiply-adds. */
+#if GEMM_X86
+#define FEW_COLS_MAX 8
+#define FEW_COLS_MIN_ROWS 64
+#define FEW_COLS_PAR_MIN (4 * GEMM_PAR_MIN)
+
+/* C[i][j] = epilogue(T[j][i]) for the M x N product whose transpose T (row stride M) holds
+ * alpha acc; see above. beta == 0: C is not read. (The bias and the ReLU go over T's rows,
+ * vectorised, before a plain transposing copy: the same operations on each element.) */
+static void few_cols_epilogue(float *T, int M, int N, float beta, float *C, size_t ldc,
+                              const float *bias, bool relu) {
+    if (beta != 0.0f) { /* (alpha is 1 here; not the routers' case, kept simple) */
+        for (int i = 0; i < M; i++) {
+            float *ci = C + (size_t)i * ldc;
+            for (int j = 0; j < N; j++) {
+                float x = T[(size_t)j * M + i] + (beta != 1.0f ? beta * ci[j] : ci[j]);
+                if (bias) x = x + bias[j];
+                ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
+            }
+        }
+        return;
+    }
+    for (int j = 0; j < N && (bias || relu); j++) {
+        float *restrict t = T + (size_t)j * M;
+        if (bias) {
+            const float b = bias[j];
+            VEC for (int i = 0; i < M; i++) t[i] = t[i] + b;
+        }
+        if (relu) {
+            VEC for (int i = 0; i < M; i++) t[i] = t[i] > 0.0f ? t[i] : 0.0f;
+        }
+    }
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = T[(size_t)j * M + i];
+}
+
+/* Whether the M x N x K product goes through its transpose (gemm_few_columns): kernel kr
+ * (the 32-wide AVX-512 one, which would compute the transpose) and n16 (the one the direct
+ * product would use) must cut K alike for C's row stride ldc and for T's, M. */
+static bool few_columns(const gemm_kernel *kr, const gemm_kernel *n16, int M, int N, int K,
+                        float alpha, float beta, size_t ldc) {
+    const int kc = slice_depth(n16, K, ldc);
+    return N <= FEW_COLS_MAX && M >= FEW_COLS_MIN_ROWS && kc == slice_depth(kr, K, (size_t)M) &&
+           (beta == 0.0f || (alpha == 1.0f && K <= kc));
+}
+
+static void gemm_few_columns(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K,
+                             float alpha, const float *A, size_t lda, const float *B,
+                             size_t ldb, float beta, float *C, size_t ldc, const float *bias,
+                             bool relu) {
+    float *T = pack_buf_get(&tls_pack.tr, (size_t)M * N);
+    const long long work = (long long)M * N * K;
+    const int nthreads = work >= FEW_COLS_PAR_MIN ? tt_gemm_threads(M, N, K) : 1;
+    gemm_packed(kr, !tb, !ta, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, (size_t)M, NULL, false,
+                nthreads);
+    few_cols_epilogue(T, M, N, beta, C, ldc, bias, relu);
+}
+#endif
+
 /* C[i][j] = act(C[i][j] + bias[j]) row by row: tt_gemm_bias's epilogue where the
  * micro-kernels do not apply it (small products, K == 0). */
 static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias, bool relu) {
@@ -1596,6 +1680,11 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
     int k = current_kernel();
     const gemm_kernel *kr = &g_kernels[k];
 #if GEMM_X86
+    if (k == K_AVX512 && few_columns(kr, &g_avx512_n16, M, N, K, alpha, beta, (size_t)ldc)) {
+        gemm_few_columns(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb,
+                         beta, C, (size_t)ldc, bias, relu);
+        return;
+    }
     if (k == K_AVX512 && N <= 16) kr = &g_avx512_n16;
 #endif
     gemm_packed(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C,
