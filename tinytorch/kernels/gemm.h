@@ -17,7 +17,10 @@
  * Operands of up to 1 MB whose rows are already in the micro-kernel's order (and, for
  * AVX-512, any non-transposed A) are read in place instead of packed; same results.
  * Small products (M*N*K < 32^3, or M or N = 1) skip packing and use direct loops,
- * vectorised over the columns of C with each element summed in plain k order.
+ * vectorised over the columns of C with each element summed in plain k order. With
+ * AVX-512, a product of at most 8 columns (a router's logits) is computed as its
+ * transpose, whose few rows the 32-wide tile covers fully, and copied into C: the same
+ * bits as the direct product.
  *
  * Threads: with OpenMP, large products are split over blocks of rows or columns of C
  * (up to OMP_NUM_THREADS threads; called from inside a parallel region it runs on the
