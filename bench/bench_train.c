@@ -41,7 +41,7 @@
  * for a whole 1-thread step ran ~8% slower than the next one (medium, fourteenth session:
  * its first parallel region waited 25-29 ms for the second thread to start), which a
  * training run on a fixed thread count never pays. Stops once `budget` seconds have
- * passed (at least 3 blocks) or after `steps` blocks. Output:
+ * passed (at least ALT_MIN_BLOCKS blocks) or after `steps` blocks. Output:
  *   SCALING impl=tinytorch config=... threads=A,B blocks=... ratio=... (median of the
  *           blocks' ratios) ratio_p25=... ratio_p75=... ms_a=... ms_b=... (medians)
  *   LOSSES  impl=tinytorch config=... threads=A,B ...  (the same bits as on A threads)
@@ -293,6 +293,12 @@ static void arm_print(const arm_table *t, int ta, int tb, int max_rows) {
 }
 
 /* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
+/* The fewest ABBA blocks of --alternate, whatever the budget: a median of 3 blocks moved
+ * with single disturbed steps (medium, twentieth session: quartiles 0.534-0.592 of the
+ * 1-thread time, one block in either spell deciding the median); 5 cost a medium run
+ * 15 s more. */
+#define ALT_MIN_BLOCKS 5
+
 static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
                          double budget, int profile_rows) {
     const bench_config *bc = r->bc;
@@ -309,7 +315,7 @@ static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_block
     }
     double timed_sec = 0;
     int last = warmup ? tb : ta; /* the thread count of the step before */
-    while (blocks < max_blocks && !(blocks >= 3 && timed_sec > budget)) {
+    while (blocks < max_blocks && !(blocks >= ALT_MIN_BLOCKS && timed_sec > budget)) {
         const int order[4] = {ta, tb, tb, ta};
         double t[4];
         for (int i = 0; i < 4; i++) {
