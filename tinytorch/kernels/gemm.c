@@ -1525,39 +1525,40 @@ TT_CLONES static void gemm_small(bool ta, bool tb, int M, int N, int K, float al
  * every FMA carries 8 useful lanes of 16, with N = 4 only 4. Its transpose has N rows and
  * M columns, which the 32-wide tile fills, on the short 8- or 4-row tiles:
  *     C^T = op(B)^T op(A)^T       (N x M; op(B)^T is B read with the other transpose flag)
- * computed into a thread-local buffer T and transposed into C by the epilogue below.
- * Every element of C is the same FMA chain as in the direct product (a b = b a, k in the
- * same order), provided the two cut K into the same slices (slice_depth depends on the
- * row stride of C, M for T: checked); T holds alpha acc, as the direct kernel's x before
- * its epilogue, and that epilogue is redone here with the same float operations:
+ * computed block by block (FEW_COLS_ROWS rows of C) into a thread-local buffer T and
+ * copied into C by the epilogue below. Every element of C is the same FMA chain as in the
+ * direct product (a b = b a, k in the same order), provided the two cut K into the same
+ * slices (slice_depth depends on the row stride of C, FEW_COLS_ROWS for T: checked); T
+ * holds alpha acc, as the direct kernel's x before its epilogue, and that epilogue is
+ * redone here with the same float operations:
  *     x = T (+ beta C) (+ bias) (ReLU)
  * beta C is the kernel's first term, fma(alpha, acc, beta C) of the first k slice (later
- * slices add theirs to C): T + beta C only for alpha = 1 and one slice, so other products
- * with beta != 0 stay direct.
- * so C gets the direct product's bits (tests/test_gemm.c, test_gemm_few_columns_same_bits).
+ * slices add theirs to C): that is T + beta C only for alpha = 1 and one slice, so other
+ * products with beta != 0 stay direct. So C gets the direct product's bits
+ * (tests/test_gemm.c, test_gemm_few_columns_same_bits).
  * Measured (twentieth session, Zen 5, 1 thread, operands in cache; scratch n8.c, n8b.c):
- * 1024 x 8 x 256 (the small model's router) NT 66 -> 46 us, NN 67 -> 46, TN 130 -> 71,
- * TT 131 -> 75; 256 x 4 x 64 (the toy's) 6.9 -> 5.0 us; 1024 x 2 x 256 1.7x; N = 12
+ * 1024 x 8 x 256 (the small model's router) NT 66 -> 47 us, NN 67 -> 48, TN 130 -> 58,
+ * TT 131 -> 57; 256 x 4 x 64 (the toy's) 6.9 -> 5.0 us; 1024 x 2 x 256 1.7x; N = 12
  * gains nothing (direct 66, transposed 63-72 us): 8 is the limit. On 2 threads the
  * router's product ran slower than on one whichever way (direct 90-95 us, transposed
- * 73-80), from 8 M multiply-adds up faster (2048 x 8 x 512: 142 against 203 us; 4096 x 8
- * x 512: 282 against 404): the transposed product gets a second thread only from
- * FEW_COLS_PAR_MIN multiply-adds. */
+ * 73-80), from 8 M multiply-adds up faster: the blocks are shared between threads only
+ * from FEW_COLS_PAR_MIN multiply-adds (8192 x 8 x 1024: 2364 us on 1 thread, 999 on 2;
+ * the 16-wide tile 2.6-3.3 ms and 1.5 ms). */
 #if GEMM_X86
 #define FEW_COLS_MAX 8
 #define FEW_COLS_MIN_ROWS 64
 #define FEW_COLS_PAR_MIN (4 * GEMM_PAR_MIN)
 
-/* C[i][j] = epilogue(T[j][i]) for the M x N product whose transpose T (row stride M) holds
+/* C[i][j] = epilogue(T[j][i]) for the M x N product whose transpose T (row stride ldt) holds
  * alpha acc; see above. beta == 0: C is not read. (The bias and the ReLU go over T's rows,
  * vectorised, before a plain transposing copy: the same operations on each element.) */
-static void few_cols_epilogue(float *T, int M, int N, float beta, float *C, size_t ldc,
-                              const float *bias, bool relu) {
+static void few_cols_epilogue(float *T, int M, size_t ldt, int N, float beta, float *C,
+                              size_t ldc, const float *bias, bool relu) {
     if (beta != 0.0f) { /* (alpha is 1 here; not the routers' case, kept simple) */
         for (int i = 0; i < M; i++) {
             float *ci = C + (size_t)i * ldc;
             for (int j = 0; j < N; j++) {
-                float x = T[(size_t)j * M + i] + (beta != 1.0f ? beta * ci[j] : ci[j]);
+                float x = T[(size_t)j * ldt + i] + (beta != 1.0f ? beta * ci[j] : ci[j]);
                 if (bias) x = x + bias[j];
                 ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
             }
@@ -1565,7 +1566,7 @@ static void few_cols_epilogue(float *T, int M, int N, float beta, float *C, size
         return;
     }
     for (int j = 0; j < N && (bias || relu); j++) {
-        float *restrict t = T + (size_t)j * M;
+        float *restrict t = T + (size_t)j * ldt;
         if (bias) {
             const float b = bias[j];
             VEC for (int i = 0; i < M; i++) t[i] = t[i] + b;
@@ -1575,29 +1576,61 @@ static void few_cols_epilogue(float *T, int M, int N, float beta, float *C, size
         }
     }
     for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = T[(size_t)j * M + i];
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = T[(size_t)j * ldt + i];
 }
 
+/* The transpose is computed FEW_COLS_ROWS rows of C at a time (the columns of a block of
+ * T, row stride FEW_COLS_ROWS: the same for every block, so all cut K alike, and under
+ * WIDE_C_LD, so they cut it as the direct product does for any C narrower than that): T
+ * stays a few KB in L1/L2 between its product and the copy, and the thread-local buffer
+ * is bounded whatever M. The blocks are independent products: with threads, each takes
+ * whole blocks. 448 = 14 x 32 rows. */
+#define FEW_COLS_ROWS 448
+
 /* Whether the M x N x K product goes through its transpose (gemm_few_columns): kernel kr
- * (the 32-wide AVX-512 one, which would compute the transpose) and n16 (the one the direct
- * product would use) must cut K alike for C's row stride ldc and for T's, M. */
+ * (the 32-wide AVX-512 one, which computes the transpose) and n16 (the one the direct
+ * product would use) must cut K alike for C's row stride ldc and for T's. */
 static bool few_columns(const gemm_kernel *kr, const gemm_kernel *n16, int M, int N, int K,
                         float alpha, float beta, size_t ldc) {
     const int kc = slice_depth(n16, K, ldc);
-    return N <= FEW_COLS_MAX && M >= FEW_COLS_MIN_ROWS && kc == slice_depth(kr, K, (size_t)M) &&
+    return N <= FEW_COLS_MAX && M >= FEW_COLS_MIN_ROWS &&
+           kc == slice_depth(kr, K, (size_t)FEW_COLS_ROWS) &&
            (beta == 0.0f || (alpha == 1.0f && K <= kc));
+}
+
+typedef struct few_cols_job {
+    const gemm_kernel *kr;
+    bool ta, tb, relu;
+    int M, N, K;
+    float alpha, beta;
+    const float *A, *B, *bias;
+    size_t lda, ldb, ldc;
+    float *C;
+} few_cols_job;
+
+/* blocks [b0, b1) of FEW_COLS_ROWS rows of C, on this thread */
+static void few_cols_blocks(void *ctx, long b0, long b1) {
+    const few_cols_job *j = ctx;
+    float *T = pack_buf_get(&tls_pack.tr, (size_t)FEW_COLS_ROWS * j->N);
+    for (long blk = b0; blk < b1; blk++) {
+        const int i0 = (int)blk * FEW_COLS_ROWS, m = imin(FEW_COLS_ROWS, j->M - i0);
+        const float *a = j->ta ? j->A + i0 : j->A + (size_t)i0 * j->lda; /* op(A) row i0 */
+        gemm_packed(j->kr, !j->tb, !j->ta, j->N, m, j->K, j->alpha, j->B, j->ldb, a, j->lda,
+                    0.0f, T, FEW_COLS_ROWS, NULL, false, 1);
+        few_cols_epilogue(T, m, FEW_COLS_ROWS, j->N, j->beta, j->C + (size_t)i0 * j->ldc,
+                          j->ldc, j->bias, j->relu);
+    }
 }
 
 static void gemm_few_columns(const gemm_kernel *kr, bool ta, bool tb, int M, int N, int K,
                              float alpha, const float *A, size_t lda, const float *B,
                              size_t ldb, float beta, float *C, size_t ldc, const float *bias,
                              bool relu) {
-    float *T = pack_buf_get(&tls_pack.tr, (size_t)M * N);
+    few_cols_job j = {kr, ta, tb, relu, M, N, K, alpha, beta, A, B, bias, lda, ldb, ldc, C};
+    const long blocks = ceil_div(M, FEW_COLS_ROWS);
     const long long work = (long long)M * N * K;
     const int nthreads = work >= FEW_COLS_PAR_MIN ? tt_gemm_threads(M, N, K) : 1;
-    gemm_packed(kr, !tb, !ta, N, M, K, alpha, B, ldb, A, lda, 0.0f, T, (size_t)M, NULL, false,
-                nthreads);
-    few_cols_epilogue(T, M, N, beta, C, ldc, bias, relu);
+    tt_parallel_for(blocks, nthreads < blocks ? nthreads : (int)blocks, few_cols_blocks, &j);
 }
 #endif
 
