@@ -172,6 +172,9 @@ function field(line, key,    n, i, kv) {
         if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
     return ""
 }
+# a field as a number, or "" if absent (field() returns a string, and awk compares two
+# strings as text: "998" > "1002")
+function num(s) { return s == "" ? "" : s + 0 }
 # Two loss lists (" l1 l2 ..."): the first step where they differ over their common
 # steps, 0 if none; common = how many steps they share (a run may stop early on its budget)
 function first_diff(x, y,    nx, ny, lx, ly, i) {
@@ -187,9 +190,9 @@ function median(v, n,    i, j, x) {
 /^RESULT / {
     k = field($0, "impl") SUBSEP field($0, "config") SUBSEP field($0, "threads")
     r = ++nrun[k]
-    ms[k, r] = field($0, "ms"); gf[k, r] = field($0, "gflops"); pct[k, r] = field($0, "pct_peak")
-    padj[k, r] = field($0, "pct_adj")
-    tk[k, r] = field($0, "tok_s")
+    ms[k, r] = num(field($0, "ms")); gf[k, r] = num(field($0, "gflops"))
+    pct[k, r] = num(field($0, "pct_peak")); padj[k, r] = num(field($0, "pct_adj"))
+    tk[k, r] = num(field($0, "tok_s"))
     m = field($0, "rss_mb") + 0; if (!(k in rss) || m > rss[k]) rss[k] = m
     if (field($0, "finite") != 1) nonfin[k] = 1
     loss[k] = field($0, "loss")
@@ -203,7 +206,7 @@ function median(v, n,    i, j, x) {
 }
 /^GEMMCASE / {
     # the speed issue: the GEMM target covers the squares of 256-1024 and every model shape
-    if (field($0, "square") == 0 || field($0, "M") >= 256) {
+    if (num(field($0, "square")) == 0 || num(field($0, "M")) >= 256) {
         r = field($0, "ratio") + 0
         if (!ngemm++ || r < gemm_min) {
             gemm_min = r
