@@ -292,13 +292,13 @@ static void arm_print(const arm_table *t, int ta, int tb, int max_rows) {
            wb > 0 ? wa / wb : 0.0, wb - wa * ideal);
 }
 
-/* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
 /* The fewest ABBA blocks of --alternate, whatever the budget: a median of 3 blocks moved
  * with single disturbed steps (medium, twentieth session: quartiles 0.534-0.592 of the
  * 1-thread time, one block in either spell deciding the median); 5 cost a medium run
  * 15 s more. */
 #define ALT_MIN_BLOCKS 5
 
+/* --alternate: steps on ta and tb threads in ABBA blocks (see the header comment). */
 static int run_alternate(bench_run *r, int ta, int tb, int warmup, int max_blocks,
                          double budget, int profile_rows) {
     const bench_config *bc = r->bc;

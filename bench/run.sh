@@ -306,7 +306,16 @@ function target(what, v, t, detail) {
     if (v == "") { printf "  %-48s %s\n", what, "not measured"; return }
     printf "  %-48s %6.2f  %-6s %s\n", what, v, mark(v, t), detail
 }
-function targets(    i, c, v, w, x, m1, m2, line) {
+# a target counted over configurations: m2 of m1 met (m1 = 0: not measured)
+function count_target(what, m2, m1, detail) {
+    if (!m1) { printf "  %-48s %s\n", what, "not measured"; return }
+    printf "  %-48s %6s  %-6s %s\n", what, m2 "/" m1, m2 == m1 ? "met" : "MISSED", detail
+}
+# our 1-thread median over our 2-thread one (separate runs), "" if either is missing
+function own_gain(c) {
+    return (c SUBSEP 1) in ours_ms && (c SUBSEP 2) in ours_ms && ours_ms[c, 2] > 0 ? ours_ms[c, 1] / ours_ms[c, 2] : ""
+}
+function targets(    i, c, w, x, m1, m2, line) {
     print ""
     print "targets (the speed issue; x = times faster, ratios of medians; see bench/README.md):"
     target("toy, 1 thread: >= 3x PyTorch", vs_torch["toy", 1], 3)
@@ -317,13 +326,11 @@ function targets(    i, c, v, w, x, m1, m2, line) {
     split("small medium", w, " ")
     for (i = 1; i <= 2; i++) {
         c = w[i]
-        v = (c SUBSEP 1) in ours_ms && (c SUBSEP 2) in ours_ms && ours_ms[c, 2] > 0 ? ours_ms[c, 1] / ours_ms[c, 2] : ""
-        target(c ", 2 threads: >= 1.8x own 1 thread (runs)", v, 1.8, "separate runs, minutes apart")
+        target(c ", 2 threads: >= 1.8x own 1 thread (runs)", own_gain(c), 1.8, "separate runs, minutes apart")
         target(c ", 2 threads: >= 1.8x own 1 thread (ABBA)", (c in inproc) ? inproc[c] : "", 1.8,
             "steps alternating in one process")
     }
-    v = ("toy" SUBSEP 1) in ours_ms && ("toy" SUBSEP 2) in ours_ms && ours_ms["toy", 2] > 0 ? ours_ms["toy", 1] / ours_ms["toy", 2] : ""
-    target("toy, 2 threads: not slower than 1 (runs)", v, 1)
+    target("toy, 2 threads: not slower than 1 (runs)", own_gain("toy"), 1)
     target("toy, 2 threads: not slower than 1 (ABBA)", ("toy" in inproc) ? inproc["toy"] : "", 1)
     target("GEMM: >= 0.85 of OpenBLAS, 1 thread", ngemm ? gemm_min : "", 0.85,
         ngemm ? sprintf("the slowest of %d cases: %s", ngemm, gemm_which) : "")
@@ -337,14 +344,11 @@ function targets(    i, c, v, w, x, m1, m2, line) {
         if (rss["tinytorch", x[i], c] <= rss["torch", x[i], c]) m2++
         else line = line sprintf(" %s/%d", x[i], c)
     }
-    if (!m1) printf "  %-48s %s\n", "peak memory <= PyTorch", "not measured"
-    else printf "  %-48s %6s  %-6s %s\n", "peak memory <= PyTorch", m2 "/" m1, m2 == m1 ? "met" : "MISSED",
-        m2 == m1 ? "(every configuration and thread count)" : "higher:" line
+    count_target("peak memory <= PyTorch", m2, m1,
+        m2 == m1 ? "(every configuration and thread count)" : "higher:" line)
     m1 = m2 = 0
     for (i = 1; i <= 3; i++) if (x[i] in ident) { m1++; m2 += ident[x[i]] }
-    if (!m1) printf "  %-48s %s\n", "1 and 2 threads: identical losses", "not measured"
-    else printf "  %-48s %6s  %-6s %s\n", "1 and 2 threads: identical losses", m2 "/" m1,
-        m2 == m1 ? "met" : "MISSED", "(configurations, bit for bit)"
+    count_target("1 and 2 threads: identical losses", m2, m1, "(configurations, bit for bit)")
 }' "$RES"
 
 if [ -n "$busy" ]; then

@@ -1519,6 +1519,19 @@ TT_CLONES static void gemm_small(bool ta, bool tb, int M, int N, int K, float al
 #define GEMM_PAR_MIN (1LL << 21)
 #define GEMM_SMALL (32LL * 32 * 32)
 
+
+/* C[i][j] = act(C[i][j] + bias[j]) row by row: tt_gemm_bias's epilogue where the
+ * micro-kernels do not apply it (small products, K == 0). */
+static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias, bool relu) {
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        for (int j = 0; j < N; j++) {
+            float x = bias ? ci[j] + bias[j] : ci[j];
+            ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
+        }
+    }
+}
+
 /* ---- products of a few columns, computed transposed ---------------------------------
  * A product with N <= FEW_COLS_MAX columns (a router's logits: N = number of experts)
  * wastes most of the AVX-512 tile, which is 16 columns wide at its narrowest: with N = 8
@@ -1550,33 +1563,21 @@ TT_CLONES static void gemm_small(bool ta, bool tb, int M, int N, int K, float al
 #define FEW_COLS_PAR_MIN (4 * GEMM_PAR_MIN)
 
 /* C[i][j] = epilogue(T[j][i]) for the M x N product whose transpose T (row stride ldt) holds
- * alpha acc; see above. beta == 0: C is not read. (The bias and the ReLU go over T's rows,
- * vectorised, before a plain transposing copy: the same operations on each element.) */
-static void few_cols_epilogue(float *T, int M, size_t ldt, int N, float beta, float *C,
+ * alpha acc; see above: T (+ beta C; beta == 0: C is not read), then bias_act_rows, the
+ * epilogue tt_gemm_bias applies where the micro-kernels do not - the same operations on
+ * each element as the kernel's. */
+static void few_cols_epilogue(const float *T, int M, size_t ldt, int N, float beta, float *C,
                               size_t ldc, const float *bias, bool relu) {
-    if (beta != 0.0f) { /* (alpha is 1 here; not the routers' case, kept simple) */
-        for (int i = 0; i < M; i++) {
-            float *ci = C + (size_t)i * ldc;
-            for (int j = 0; j < N; j++) {
-                float x = T[(size_t)j * ldt + i] + (beta != 1.0f ? beta * ci[j] : ci[j]);
-                if (bias) x = x + bias[j];
-                ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
-            }
-        }
-        return;
-    }
-    for (int j = 0; j < N && (bias || relu); j++) {
-        float *restrict t = T + (size_t)j * ldt;
-        if (bias) {
-            const float b = bias[j];
-            VEC for (int i = 0; i < M; i++) t[i] = t[i] + b;
-        }
-        if (relu) {
-            VEC for (int i = 0; i < M; i++) t[i] = t[i] > 0.0f ? t[i] : 0.0f;
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        if (beta == 0.0f) {
+            for (int j = 0; j < N; j++) ci[j] = T[(size_t)j * ldt + i];
+        } else { /* (alpha is 1 here) */
+            for (int j = 0; j < N; j++)
+                ci[j] = T[(size_t)j * ldt + i] + (beta != 1.0f ? beta * ci[j] : ci[j]);
         }
     }
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = T[(size_t)j * ldt + i];
+    if (bias || relu) bias_act_rows(C, ldc, M, N, bias, relu);
 }
 
 /* The transpose is computed FEW_COLS_ROWS rows of C at a time (the columns of a block of
@@ -1633,18 +1634,6 @@ static void gemm_few_columns(const gemm_kernel *kr, bool ta, bool tb, int M, int
     tt_parallel_for(blocks, nthreads < blocks ? nthreads : (int)blocks, few_cols_blocks, &j);
 }
 #endif
-
-/* C[i][j] = act(C[i][j] + bias[j]) row by row: tt_gemm_bias's epilogue where the
- * micro-kernels do not apply it (small products, K == 0). */
-static void bias_act_rows(float *C, size_t ldc, int M, int N, const float *bias, bool relu) {
-    for (int i = 0; i < M; i++) {
-        float *ci = C + (size_t)i * ldc;
-        for (int j = 0; j < N; j++) {
-            float x = bias ? ci[j] + bias[j] : ci[j];
-            ci[j] = relu && !(x > 0.0f) ? 0.0f : x;
-        }
-    }
-}
 
 /* The operands a split copies again are at most one L2 (DIRECT_MAX_BYTES) and close-packed
  * (rows at most SPLIT_MAX_LD floats apart): read in place, or packed by each block at a
@@ -1709,7 +1698,6 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
         if (bias || relu) bias_act_rows(C, (size_t)ldc, M, N, bias, relu);
         return;
     }
-    const int nthreads = tt_gemm_threads(M, N, K);
     int k = current_kernel();
     const gemm_kernel *kr = &g_kernels[k];
 #if GEMM_X86
@@ -1721,7 +1709,7 @@ void tt_gemm_bias(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
     if (k == K_AVX512 && N <= 16) kr = &g_avx512_n16;
 #endif
     gemm_packed(kr, trans_a, trans_b, M, N, K, alpha, A, (size_t)lda, B, (size_t)ldb, beta, C,
-                (size_t)ldc, bias, relu, nthreads);
+                (size_t)ldc, bias, relu, tt_gemm_threads(M, N, K));
 }
 
 void tt_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
